@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Python 3.11 is all they need.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+SERVERS := $(PY) -m settings.localservers
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint format demo up servers-start servers-stop servers-status clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
+	@touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The test servers live apart from the ones `make up` and `make demo` use, so a test
+# run never stops a stack somebody is looking at.
+test: lint
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/test $(SERVERS) run -- $(PY) -m pytest $(PYTEST_ARGS)
+
+demo: venv
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
+		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py demo $(DEMO_ARGS)'
+
+up: venv
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
+		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py ensure_operator && exec $(BIN)/honcho start -f Procfile'
+
+servers-start: venv
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) start
+
+servers-stop: venv
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) stop
+
+servers-status: venv
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) status
+
+clean:
+	-LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) stop
+	-LOCAL_SERVERS_DIR=$(CURDIR)/.run/test $(SERVERS) stop
+	rm -rf .run

@@ -1,0 +1,55 @@
+"""Publishing wake-up messages to Celery, after the rows they point at are committed.
+
+A message carries only the task id. It is a hint: delivered at least once,
+possibly twice, possibly never. A lost one is found again by the re-publish sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.db import transaction
+
+from orchestration.conf import kernel_settings
+from orchestration.registry import registry
+
+logger = logging.getLogger(__name__)
+
+RUN_AGENT_TASK = "orchestration.run_agent_task"
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """The one way business code runs side effects after its transaction commits."""
+    transaction.on_commit(callback, robust=True)
+
+
+def publish_on_commit(task_id: int, agent: str, correlation_id: str = "") -> None:
+    after_commit(lambda: publish(task_id, agent, correlation_id))
+
+
+def publish(task_id: int, agent: str, correlation_id: str = "") -> bool:
+    """Send the message now. A failure is logged, not raised: the sweep will send it again."""
+    from celery import current_app
+
+    definition = registry.agent(agent)
+    queue = definition.queue if definition else f"agent.{agent}"
+    lease = kernel_settings().default_lease_seconds
+    if definition is not None:
+        leases = [op.lease_seconds for op in definition.operations if op.lease_seconds]
+        lease = max([lease, *leases])
+    try:
+        current_app.send_task(
+            RUN_AGENT_TASK,
+            kwargs={"task_id": task_id},
+            queue=queue,
+            headers={"correlation_id": correlation_id},
+            # Celery's limits follow the lease, so a worker stops before someone else may own the task.
+            soft_time_limit=lease,
+            time_limit=lease + kernel_settings().hard_limit_grace_seconds,
+            ignore_result=True,
+        )
+        return True
+    except Exception:  # the broker is down or unreachable; the database still holds the truth
+        logger.warning("could not publish task %s to %s; the sweep will retry", task_id, queue, exc_info=True)
+        return False

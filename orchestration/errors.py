@@ -1,0 +1,38 @@
+"""What a handler raises to tell the kernel how its attempt ended."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class KernelError(Exception):
+    """Base of the kernel's own errors."""
+
+
+class RetryableError(KernelError):
+    """A transient failure: try again later, with backoff, while attempts remain."""
+
+
+class PermanentError(KernelError):
+    """A failure that another attempt cannot fix: the task goes dead and its owner compensates."""
+
+
+class UnsupportedPayloadVersion(PermanentError):
+    """The task's payload has a schema version its handler does not declare."""
+
+
+class DeferTask(KernelError):
+    """Not now, and not the task's fault (an open breaker, a full semaphore): no attempt is spent."""
+
+    def __init__(self, run_after: datetime, reason: str):
+        super().__init__(reason)
+        self.run_after = run_after
+        self.reason = reason
+
+
+class LeaseLost(KernelError):
+    """Our fencing token is stale: the lease was reclaimed and someone else owns the task."""
+
+
+class IdempotencyConflict(KernelError):
+    """An idempotency key was reused for different work."""

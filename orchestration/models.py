@@ -1,0 +1,167 @@
+"""The kernel's rows: agent tasks, their attempts, events and live workers.
+
+The database is the source of truth: a Celery message only says "look at task N".
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for run_after, then for a worker to claim it
+    CLAIMED = "claimed"  # a worker holds the lease; only its fence may finish it
+    SUCCEEDED = "succeeded"  # finished; its effects committed with the completion
+    DEAD = "dead"  # failed for good, expired, or out of attempts; an operator may replay it
+    CANCELLED = "cancelled"  # withdrawn before it ran
+
+
+LIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.CLAIMED)
+FINISHED_STATUSES = (TaskStatus.SUCCEEDED, TaskStatus.DEAD, TaskStatus.CANCELLED)
+
+
+class AgentTask(models.Model):
+    """One unit of agent work: a directive whose completion is its acknowledgement."""
+
+    agent = models.CharField(max_length=64)
+    operation = models.CharField(max_length=64)
+    event_type = models.CharField(max_length=100, blank=True, help_text="The event that created this task.")
+    payload = models.JSONField(default=dict)
+    payload_version = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    priority = models.SmallIntegerField(default=0, help_text="Higher runs first.")
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=5)
+    reclaims = models.PositiveIntegerField(default=0)
+    run_after = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    # No database constraint: the parent may be pruned before its children.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    claimed_by = models.CharField(max_length=255, blank=True)
+    fence = models.BigIntegerField(default=0, help_text="Fencing token: raised by every claim.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    checkpoint = models.JSONField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    cost = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="Last time a message was sent.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            # Partial indexes on the live statuses keep claiming and sweeping fast
+            # when millions of finished rows sit in the table.
+            models.Index(
+                fields=["-priority", "run_after"],
+                name="agenttask_ready",
+                condition=Q(status=TaskStatus.PENDING),
+            ),
+            models.Index(
+                fields=["agent", "run_after"],
+                name="agenttask_pending_by_agent",
+                condition=Q(status=TaskStatus.PENDING),
+            ),
+            models.Index(
+                fields=["lease_expires_at"],
+                name="agenttask_leases",
+                condition=Q(status=TaskStatus.CLAIMED),
+            ),
+            models.Index(
+                fields=["expires_at"],
+                name="agenttask_ttl",
+                condition=Q(status=TaskStatus.PENDING, expires_at__isnull=False),
+            ),
+            models.Index(
+                fields=["finished_at"],
+                name="agenttask_finished",
+                condition=Q(status__in=FINISHED_STATUSES),
+            ),
+            models.Index(fields=["agent", "status"], name="agenttask_agent_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} {self.agent}.{self.operation} [{self.status}]"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class AttemptStatus(models.TextChoices):
+    RUNNING = "running"  # the worker is executing the handler
+    SUCCEEDED = "succeeded"  # the handler's effects committed
+    RETRYING = "retrying"  # failed with a transient error; the task went back to pending
+    DEFERRED = "deferred"  # put off without spending the attempt (a guard said "not now")
+    FAILED = "failed"  # failed for good; the task is dead
+    RECLAIMED = "reclaimed"  # the lease ran out; a sweep took the task back
+    FENCED_OUT = "fenced_out"  # finished after a reclaim: its effects were rolled back
+
+
+class TaskAttempt(models.Model):
+    """One execution of a task by one worker: a span of the trace."""
+
+    task = models.ForeignKey(AgentTask, on_delete=models.CASCADE, db_constraint=False, related_name="spans")
+    number = models.PositiveIntegerField()
+    fence = models.BigIntegerField()
+    agent = models.CharField(max_length=64)
+    operation = models.CharField(max_length=64)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    worker = models.CharField(max_length=255)
+    queue = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.RUNNING)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["task", "fence"], name="attempt_task_fence")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of task {self.task_id} [{self.status}]"
+
+
+class Event(models.Model):
+    """A fact an agent emitted, written in the same transaction as its effects (an outbox)."""
+
+    type = models.CharField(max_length=100)
+    version = models.PositiveSmallIntegerField(default=1)
+    payload = models.JSONField(default=dict)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    source_task = models.ForeignKey(
+        AgentTask, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.type} v{self.version} ({self.correlation_id})"
+
+
+class Worker(models.Model):
+    """A worker process that claims tasks; it says it is alive by touching its row."""
+
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    queues = models.CharField(max_length=500, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+    def is_alive(self, now=None, timeout_seconds: int | None = None) -> bool:
+        from orchestration.conf import kernel_settings
+
+        now = now or timezone.now()
+        timeout = timeout_seconds or kernel_settings().worker_gone_after_seconds
+        return self.stopped_at is None and (now - self.last_seen_at).total_seconds() <= timeout

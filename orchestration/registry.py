@@ -1,0 +1,101 @@
+"""Agent definitions and the event routing table.
+
+An agent declares, in code, what it is for and what it touches. The system check in
+orchestration.checks validates the declarations; the kernel uses them to find
+handlers, queues, leases and the routes from events to subscribing operations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Handler = Callable[[Any], Any]  # takes an orchestration.runner.TaskContext
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One thing an agent can be asked to do."""
+
+    name: str
+    handler: Handler
+    payload_versions: frozenset[int] = frozenset({1})
+    lease_seconds: int | None = None  # None: the kernel's default lease
+    max_attempts: int | None = None  # None: the kernel's default
+    ttl_seconds: int | None = None  # None: never expires while pending
+    priority: int = 0
+    # Emitted when a task of this operation goes dead, so the owning workflow compensates.
+    dead_event: str | None = None
+    dependency: str | None = None  # the outside dependency it calls, for guards
+
+
+@dataclass(frozen=True)
+class AgentDefinition:
+    """Who an agent is: one job, the operations it handles, what it emits and writes."""
+
+    name: str
+    responsibility: str
+    operations: tuple[Operation, ...]
+    emits: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()  # model labels, "app_label.ModelName"
+    must_not: tuple[str, ...] = ()
+    terminal_events: frozenset[str] = frozenset()  # emitted events nobody needs to hear
+    queue: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.queue:
+            object.__setattr__(self, "queue", f"agent.{self.name}")
+
+    def operation(self, name: str) -> Operation | None:
+        return next((operation for operation in self.operations if operation.name == name), None)
+
+
+@dataclass(frozen=True)
+class Route:
+    event_type: str
+    agent: str
+    operation: str
+
+
+@dataclass
+class Registry:
+    """The agents and routes of one process; tests build their own."""
+
+    agents: dict[str, AgentDefinition] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+    def register(self, definition: AgentDefinition) -> AgentDefinition:
+        if definition.name in self.agents and self.agents[definition.name] is not definition:
+            self.duplicates.append(definition.name)
+        self.agents[definition.name] = definition
+        return definition
+
+    def subscribe(self, event_type: str, agent: str, operation: str) -> None:
+        route = Route(event_type, agent, operation)
+        if route not in self.routes:
+            self.routes.append(route)
+
+    def subscribers(self, event_type: str) -> list[Route]:
+        return [route for route in self.routes if route.event_type == event_type]
+
+    def agent(self, name: str) -> AgentDefinition | None:
+        return self.agents.get(name)
+
+    def operation(self, agent: str, operation: str) -> Operation | None:
+        definition = self.agents.get(agent)
+        return definition.operation(operation) if definition else None
+
+    def queues(self) -> list[str]:
+        return sorted({definition.queue for definition in self.agents.values()})
+
+    def all_operations(self) -> Iterable[tuple[AgentDefinition, Operation]]:
+        for definition in self.agents.values():
+            for operation in definition.operations:
+                yield definition, operation
+
+
+registry = Registry()
+register = registry.register
+subscribe = registry.subscribe

@@ -1,0 +1,176 @@
+"""Running one agent task: claim, execute the handler, complete, all fenced.
+
+The handler's database effects and the task's completion commit in one
+transaction; the completion is conditional on the fencing token, so a worker
+whose lease was reclaimed while it slept rolls its effects back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from decimal import Decimal
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.db import OperationalError, transaction
+
+from orchestration import events, lifecycle
+from orchestration.autonomous import run_autonomously
+from orchestration.conf import kernel_settings
+from orchestration.errors import (
+    DeferTask,
+    LeaseLost,
+    PermanentError,
+    RetryableError,
+    UnsupportedPayloadVersion,
+)
+from orchestration.models import AgentTask
+from orchestration.registry import Operation, registry
+
+logger = logging.getLogger(__name__)
+
+# Named transient errors: another attempt may succeed. Anything else is a bug or a
+# refusal, and the task goes dead with its traceback for an operator to read.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (RetryableError, OperationalError, SoftTimeLimitExceeded)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class TaskContext:
+    """What a handler sees of its task, and how it talks back to the kernel."""
+
+    def __init__(self, task: AgentTask, operation: Operation):
+        self.task = task
+        self.operation = operation
+        self.cost = Decimal(0)
+
+    @property
+    def task_id(self) -> int:
+        return self.task.pk
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.task.payload
+
+    @property
+    def payload_version(self) -> int:
+        return self.task.payload_version
+
+    @property
+    def event_type(self) -> str:
+        return self.task.event_type
+
+    @property
+    def correlation_id(self) -> str:
+        return self.task.correlation_id
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts
+
+    @property
+    def fence(self) -> int:
+        return self.task.fence
+
+    @property
+    def checkpoint(self) -> Any:
+        """What an earlier attempt saved with heartbeat(checkpoint=...): resume from here."""
+        return self.task.checkpoint
+
+    def outside_key(self, purpose: str) -> str:
+        """An idempotency key for an outside effect, the same on every attempt of this task."""
+        return f"{self.task.idempotency_key}:{purpose}"
+
+    def emit(self, event_type: str, payload: dict[str, Any], version: int = 1) -> None:
+        """Record an event in this task's transaction; its subscribers' tasks come with it."""
+        events.emit(
+            event_type, payload, correlation_id=self.correlation_id, version=version, source_task=self.task
+        )
+
+    def heartbeat(self, checkpoint: Any = lifecycle.UNSET) -> None:
+        """Extend the lease, and save a checkpoint that survives this attempt's rollback."""
+        kept = run_autonomously(
+            lifecycle.heartbeat,
+            self.task_id,
+            self.fence,
+            lease_seconds=self.operation.lease_seconds,
+            checkpoint=checkpoint,
+        )
+        if not kept:
+            raise LeaseLost(f"task {self.task_id}: lease lost (fence {self.fence})")
+        if checkpoint is not lifecycle.UNSET:
+            self.task.checkpoint = checkpoint
+
+    def add_cost(self, units: Decimal | float | int) -> None:
+        self.cost += Decimal(str(units))
+
+
+def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str:
+    """Run one task if we can claim it. Returns what happened, for logs and tests."""
+    worker = worker or worker_name()
+    task = AgentTask.objects.filter(id=task_id).only("agent", "operation").first()
+    if task is None:
+        logger.info("task %s does not exist (pruned or rolled back); nothing to do", task_id)
+        return "missing"
+    operation = registry.operation(task.agent, task.operation)
+    lease = (operation.lease_seconds if operation else None) or kernel_settings().default_lease_seconds
+    claim = lifecycle.claim(task_id, worker=worker, queue=queue, lease_seconds=lease)
+    if claim is None:
+        logger.debug("task %s not claimable (taken, finished or not ready)", task_id)
+        return "not-claimed"
+    claimed = claim.task
+    if operation is None:
+        return _fail(claimed, f"no handler registered for {claimed.agent}.{claimed.operation}", False)
+
+    context = TaskContext(claimed, operation)
+    try:
+        if claimed.payload_version not in operation.payload_versions:
+            accepted = sorted(operation.payload_versions)
+            raise UnsupportedPayloadVersion(
+                f"{claimed.agent}.{claimed.operation} accepts payload versions {accepted}, "
+                f"not {claimed.payload_version}"
+            )
+        with transaction.atomic():
+            result = operation.handler(context)
+            if not lifecycle.complete(claimed.pk, claimed.fence, result=result, cost=context.cost):
+                raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
+    except LeaseLost as error:
+        logger.warning("%s; effects rolled back", error)
+        lifecycle.record_fenced_out(claimed.pk, claimed.fence)
+        return "fenced-out"
+    except DeferTask as deferral:
+        lifecycle.defer(claimed.pk, claimed.fence, run_after=deferral.run_after, reason=deferral.reason)
+        return "deferred"
+    except RETRYABLE_ERRORS as error:
+        return _fail(claimed, _describe(error), True)
+    except PermanentError as error:
+        return _fail(claimed, _describe(error), False)
+    except Exception as error:
+        return _fail(claimed, _describe(error) + "\n" + traceback.format_exc(limit=20), False)
+    return "succeeded"
+
+
+def _fail(task: AgentTask, error: str, retryable: bool) -> str:
+    status = lifecycle.fail(task.pk, task.fence, error=error, retryable=retryable, attempt=task.attempts)
+    if status is None:
+        return "fenced-out"
+    logger.log(
+        logging.WARNING if status == "pending" else logging.ERROR,
+        "task %s %s.%s attempt %s failed (%s): %s",
+        task.pk,
+        task.agent,
+        task.operation,
+        task.attempts,
+        "will retry" if status == "pending" else "dead",
+        error.splitlines()[0] if error else "",
+    )
+    return "retrying" if status == "pending" else "dead"
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,134 @@
+"""Periodic jobs that keep the task table honest. Each is a SKIP LOCKED batch of
+conditional updates, so two overlapping runs split the rows instead of doubling work."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from orchestration.conf import kernel_settings
+from orchestration.dispatch import publish_on_commit
+from orchestration.events import emit_dead_event
+from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt
+
+TABLE = AgentTask._meta.db_table
+ATTEMPTS = TaskAttempt._meta.db_table
+EVENTS = Event._meta.db_table
+
+
+def _locked_batch(condition: str) -> str:
+    return f"SELECT id FROM {TABLE} WHERE {condition} ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+
+
+def reclaim_expired_leases(now: datetime | None = None, limit: int | None = None) -> int:
+    """Claims whose lease ran out go back to pending, or dead when out of attempts."""
+    now = now or timezone.now()
+    params = {"now": now, "limit": limit or kernel_settings().sweep_batch_size}
+    out_of_attempts = "t.attempts >= t.max_attempts"
+    sql = f"""
+        UPDATE {TABLE} AS t SET
+            status = CASE WHEN {out_of_attempts} THEN 'dead' ELSE 'pending' END,
+            last_error = 'lease expired while claimed by ' || t.claimed_by
+                || ' (attempt ' || t.attempts || ' of ' || t.max_attempts || ')',
+            finished_at = CASE WHEN {out_of_attempts} THEN %(now)s ELSE NULL END,
+            lease_expires_at = NULL, run_after = %(now)s, dispatched_at = %(now)s,
+            reclaims = t.reclaims + 1, updated_at = %(now)s
+        FROM ({_locked_batch("status = 'claimed' AND lease_expires_at < %(now)s")}) AS expired
+        WHERE t.id = expired.id
+        RETURNING t.id, t.fence, t.status, t.agent, t.correlation_id
+    """
+    with transaction.atomic():
+        rows = _fetch(sql, params)
+        for task_id, fence, _status, _agent, _correlation in rows:
+            TaskAttempt.objects.filter(task_id=task_id, fence=fence, status=AttemptStatus.RUNNING).update(
+                status=AttemptStatus.RECLAIMED, error="lease expired; task reclaimed", finished_at=now
+            )
+        _after_sweep(rows)
+    return len(rows)
+
+
+def expire_overdue_tasks(now: datetime | None = None, limit: int | None = None) -> int:
+    """Pending tasks past their TTL are dead-lettered, and their owners told."""
+    now = now or timezone.now()
+    params = {"now": now, "limit": limit or kernel_settings().sweep_batch_size}
+    sql = f"""
+        UPDATE {TABLE} AS t SET
+            status = 'dead', finished_at = %(now)s, updated_at = %(now)s,
+            last_error = 'expired: still pending when its TTL ran out at ' || t.expires_at
+        FROM ({_locked_batch("status = 'pending' AND expires_at IS NOT NULL AND expires_at <= %(now)s")}) AS o
+        WHERE t.id = o.id
+        RETURNING t.id, t.fence, t.status, t.agent, t.correlation_id
+    """
+    with transaction.atomic():
+        rows = _fetch(sql, params)
+        _after_sweep(rows)
+    return len(rows)
+
+
+def republish_lost_messages(now: datetime | None = None, limit: int | None = None) -> int:
+    """Ready pending tasks with no message since they became ready (a backoff ended) or
+    whose message is older than the re-publish window (lost) get a new one."""
+    config = kernel_settings()
+    now = now or timezone.now()
+    params = {
+        "now": now,
+        "stale": now - timedelta(seconds=config.republish_after_seconds),
+        "limit": limit or config.sweep_batch_size,
+    }
+    ready = (
+        "status = 'pending' AND run_after <= %(now)s AND (expires_at IS NULL OR expires_at > %(now)s)"
+        " AND (dispatched_at IS NULL OR dispatched_at < run_after OR dispatched_at < %(stale)s)"
+    )
+    sql = f"""
+        UPDATE {TABLE} AS t SET dispatched_at = %(now)s
+        FROM ({_locked_batch(ready)}) AS r
+        WHERE t.id = r.id
+        RETURNING t.id, t.fence, t.status, t.agent, t.correlation_id
+    """
+    with transaction.atomic():
+        rows = _fetch(sql, params)
+        _after_sweep(rows)
+    return len(rows)
+
+
+def prune_finished_tasks(now: datetime | None = None, limit: int = 5000) -> int:
+    """Delete finished tasks (and their spans and events) past the retention window."""
+    config = kernel_settings()
+    now = now or timezone.now()
+    params = {
+        "done_before": now - timedelta(days=config.finished_retention_days),
+        "dead_before": now - timedelta(days=config.dead_retention_days),
+        "limit": limit,
+    }
+    condition = (
+        "(status IN ('succeeded', 'cancelled') AND finished_at < %(done_before)s)"
+        " OR (status = 'dead' AND finished_at < %(dead_before)s)"
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {TABLE} WHERE id IN ({_locked_batch(condition)}) RETURNING id",
+            params,
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        if ids:
+            cursor.execute(f"DELETE FROM {ATTEMPTS} WHERE task_id = ANY(%s)", [ids])
+            cursor.execute(f"DELETE FROM {EVENTS} WHERE source_task_id = ANY(%s)", [ids])
+    return len(ids)
+
+
+def _fetch(sql: str, params: dict) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _after_sweep(rows: list[tuple]) -> None:
+    """Publish the tasks that went back to pending; tell owners about the dead ones."""
+    dead_ids = [task_id for task_id, _fence, status, _agent, _corr in rows if status == "dead"]
+    for task in AgentTask.objects.filter(id__in=dead_ids):
+        emit_dead_event(task)
+    for task_id, _fence, status, agent, correlation_id in rows:
+        if status == "pending":
+            publish_on_commit(task_id, agent, correlation_id)

@@ -1,0 +1,91 @@
+"""The kernel's Celery tasks: one that runs agent tasks by id, and the periodic sweeps."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from django.db import transaction
+from django.utils import timezone
+
+from orchestration import runner, sweeps, workers
+from orchestration.models import AgentTask, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="orchestration.run_agent_task", bind=True, acks_late=True, ignore_result=True)
+def run_agent_task(self, *args, task_id=None, **unexpected) -> str:
+    """Wake-up for agent task ``task_id``: claim it, run it, complete it, or do nothing."""
+    workers.start_heartbeat(_queue_of(self))
+    if args or unexpected or not isinstance(task_id, int) or isinstance(task_id, bool):
+        return _dead_letter_poison_message(self, args, task_id, unexpected)
+    return runner.run_task(task_id, queue=_queue_of(self))
+
+
+def _queue_of(task) -> str:
+    delivery = getattr(task.request, "delivery_info", None) or {}
+    return delivery.get("routing_key") or ""
+
+
+def _dead_letter_poison_message(task, args, task_id, unexpected) -> str:
+    """A message we cannot read is kept as a dead task for an operator, not retried forever."""
+    message_id = task.request.id or "unknown"
+    logger.error("poison message %s: args=%r task_id=%r extra=%r", message_id, args, task_id, unexpected)
+    now = timezone.now()
+    with transaction.atomic():
+        AgentTask.objects.get_or_create(
+            idempotency_key=f"poison-message:{message_id}",
+            defaults={
+                "agent": "unknown",
+                "operation": "unreadable_message",
+                "payload": {"args": repr(args)[:2000], "task_id": repr(task_id), "extra": repr(unexpected)[:2000]},
+                "status": TaskStatus.DEAD,
+                "correlation_id": f"poison-{message_id}"[:64],
+                "last_error": "unreadable message: run_agent_task takes exactly one integer task_id",
+                "finished_at": now,
+            },
+        )
+    return "poison"
+
+
+@shared_task(name="orchestration.reclaim_expired_leases", ignore_result=True)
+def reclaim_expired_leases() -> int:
+    return sweeps.reclaim_expired_leases()
+
+
+@shared_task(name="orchestration.expire_overdue_tasks", ignore_result=True)
+def expire_overdue_tasks() -> int:
+    return sweeps.expire_overdue_tasks()
+
+
+@shared_task(name="orchestration.republish_lost_messages", ignore_result=True)
+def republish_lost_messages() -> int:
+    return sweeps.republish_lost_messages()
+
+
+@shared_task(name="orchestration.prune_finished_tasks", ignore_result=True)
+def prune_finished_tasks() -> int:
+    return sweeps.prune_finished_tasks()
+
+
+@worker_process_init.connect
+def _on_pool_process_start(**_kwargs) -> None:
+    workers.start_heartbeat()
+
+
+@worker_ready.connect
+def _on_worker_ready(sender=None, **_kwargs) -> None:
+    # Thread and solo pools run tasks in the main process, which has no pool init.
+    pool = getattr(getattr(sender, "pool_cls", None), "__name__", "") if sender else ""
+    if "prefork" not in pool.lower():
+        workers.start_heartbeat()
+
+
+@worker_process_shutdown.connect
+def _on_pool_process_stop(**_kwargs) -> None:
+    try:
+        workers.mark_stopped()
+    except Exception:  # shutting down: the row will simply age out
+        logger.debug("could not mark worker stopped", exc_info=True)

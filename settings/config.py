@@ -1,0 +1,184 @@
+"""Django settings, read from the environment through settings.env.
+
+DJANGO_ENV=production turns on production mode: every required variable must be
+set and well formed, or start-up stops with an error that names it. Otherwise
+(development, the default) missing DATABASE_URL/REDIS_URL start the project's own
+local servers under .run/ (see settings.localservers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from settings.env import (
+    ConfigurationError,
+    envbool,
+    envfloat,
+    envint,
+    envlist,
+    envstr,
+    envurl,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DJANGO_ENV = envstr("DJANGO_ENV", "development")
+if DJANGO_ENV not in {"development", "production"}:
+    raise ConfigurationError(f"DJANGO_ENV must be 'development' or 'production', not {DJANGO_ENV!r}")
+PRODUCTION = DJANGO_ENV == "production"
+
+if PRODUCTION:
+    SECRET_KEY = envstr("SECRET_KEY")
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        raise ConfigurationError("SECRET_KEY must be at least 50 characters with at least 5 distinct ones")
+    DEBUG = envbool("DEBUG", False)
+    ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", [])
+    if not ALLOWED_HOSTS:
+        raise ConfigurationError("ALLOWED_HOSTS is required in production (comma-separated host names)")
+    DATABASE_URL = envurl("DATABASE_URL", {"postgres", "postgresql"})
+    REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"})
+else:
+    SECRET_KEY = envstr("SECRET_KEY", "development-only-key-not-for-production-use-0123456789")
+    DEBUG = envbool("DEBUG", True)
+    ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+    from settings import localservers
+
+    DATABASE_URL = envurl("DATABASE_URL", {"postgres", "postgresql"}, "") or localservers.ensure_database_url()
+    REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"}, "") or localservers.ensure_redis_url()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "orchestration",
+    "orders",
+    "agents",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "settings.urls"
+WSGI_APPLICATION = "settings.wsgi.application"
+ASGI_APPLICATION = "settings.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Security: strict in production, each switch overridable for a deployment behind
+# a TLS-terminating proxy. `manage.py check --deploy` is clean with the defaults.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", False) else None
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# ---------------------------------------------------------------------------
+# Celery. Messages are wake-up hints; the database decides what runs.
+# ---------------------------------------------------------------------------
+
+# The lease bounds one attempt of an agent task; Celery's own limits follow it so
+# that a worker never runs past a lease somebody else may have reclaimed.
+AGENT_TASK_DEFAULT_LEASE_SECONDS = envint("AGENT_TASK_DEFAULT_LEASE_SECONDS", 60, minimum=5)
+AGENT_TASK_MAX_LEASE_SECONDS = envint("AGENT_TASK_MAX_LEASE_SECONDS", 600, minimum=5)
+CELERY_HARD_LIMIT_GRACE_SECONDS = 30
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_SOFT_TIME_LIMIT = AGENT_TASK_MAX_LEASE_SECONDS
+CELERY_TASK_TIME_LIMIT = AGENT_TASK_MAX_LEASE_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Above the longest time limit, or Redis hands a running task to a second worker.
+    "visibility_timeout": max(3600, 2 * (AGENT_TASK_MAX_LEASE_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS)),
+    "socket_timeout": 10,
+    "socket_connect_timeout": 5,
+    "retry_on_timeout": True,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = envfloat("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 30.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
+CELERY_TASK_DEFAULT_QUEUE = "orchestration"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower's live view
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# Flower: basic auth from the environment, on loopback unless told otherwise.
+FLOWER_BASIC_AUTH = envstr("FLOWER_BASIC_AUTH", "")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# Modules that register agent definitions and routes with the kernel (orchestration
+# imports them by path, so it never names the domain).
+AGENT_MODULES = ["agents.all"]
