@@ -122,7 +122,9 @@ def _start_attempt(task: AgentTask, worker: str, queue: str, now: datetime) -> T
     )
 
 
-def _finish_attempt(task_id: int, fence: int, status: str, error: str = "", now: datetime | None = None) -> None:
+def _finish_attempt(
+    task_id: int, fence: int, status: str, error: str = "", now: datetime | None = None
+) -> None:
     TaskAttempt.objects.filter(task_id=task_id, fence=fence, status=AttemptStatus.RUNNING).update(
         status=status, error=error[:10000], finished_at=now or timezone.now()
     )
@@ -266,4 +268,3 @@ def replay(task_id: int, *, now: datetime | None = None) -> bool:
         if changed == 1 and task is not None:
             publish_on_commit(task_id, task.agent, task.correlation_id)
         return changed == 1
-

@@ -40,7 +40,11 @@ def _dead_letter_poison_message(task, args, task_id, unexpected) -> str:
             defaults={
                 "agent": "unknown",
                 "operation": "unreadable_message",
-                "payload": {"args": repr(args)[:2000], "task_id": repr(task_id), "extra": repr(unexpected)[:2000]},
+                "payload": {
+                    "args": repr(args)[:2000],
+                    "task_id": repr(task_id),
+                    "extra": repr(unexpected)[:2000],
+                },
                 "status": TaskStatus.DEAD,
                 "correlation_id": f"poison-{message_id}"[:64],
                 "last_error": "unreadable message: run_agent_task takes exactly one integer task_id",

@@ -1,0 +1,153 @@
+"""Starting and stopping real Celery worker and beat processes from Python.
+
+Used by the demo, the load and chaos commands and the tests: the same
+`celery -A settings worker` an operator runs, as child processes we can watch,
+signal and kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+class ProcessFailed(RuntimeError):
+    """A worker or beat process exited or never became ready."""
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            children.append(int(stat.parent.name))
+    return children
+
+
+class CeleryProcess:
+    """One `celery -A settings <kind>` process with its own log file."""
+
+    ready_marker = ""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log_dir: Path | None = None):
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="celery-"))
+        self.log_path = self.log_dir / f"{self.kind}-{uuid.uuid4().hex[:8]}.log"
+        self.process: subprocess.Popen | None = None
+
+    kind = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None, "not started"
+        return self.process.pid
+
+    def start(self, wait: bool = True, timeout: float = 60) -> CeleryProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "settings", self.kind, *self.args],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.ready_marker in self.log():
+                return
+            if self.process is not None and self.process.poll() is not None:
+                raise ProcessFailed(
+                    f"celery {self.kind} exited with {self.process.returncode}:\n{self.log()[-3000:]}"
+                )
+            time.sleep(0.1)
+        raise ProcessFailed(f"celery {self.kind} not ready after {timeout}s:\n{self.log()[-3000:]}")
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        """Warm shutdown (SIGTERM), then SIGKILL for the whole group if it lingers."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the process and everything in its group: a crash, not a shutdown."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(10)
+
+
+class WorkerProcess(CeleryProcess):
+    kind = "worker"
+    ready_marker = " ready."
+
+    def __init__(
+        self,
+        queues: list[str],
+        *,
+        concurrency: int = 1,
+        pool: str = "prefork",
+        name: str | None = None,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+    ):
+        args = [
+            "-Q",
+            ",".join(queues),
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "-n",
+            f"{name or 'worker-' + uuid.uuid4().hex[:6]}@%h",
+            "--without-mingle",
+            "--without-gossip",
+            "-l",
+            "info",
+            *(extra_args or []),
+        ]
+        super().__init__(args, env, log_dir)
+
+    def pool_pids(self) -> list[int]:
+        """The pool's child processes, the ones that run tasks under prefork."""
+        return child_pids(self.pid)
+
+
+class BeatProcess(CeleryProcess):
+    kind = "beat"
+    ready_marker = "beat: Starting..."
+
+    def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None):
+        super().__init__(
+            ["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info"], env, log_dir
+        )

@@ -1,0 +1,80 @@
+"""Fixtures shared by every test: real Redis, and real Celery worker and beat processes
+pointed at the test database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import redis
+from django.conf import settings
+
+from orchestration.fleet import BeatProcess, WorkerProcess
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = ""):
+    """Poll until ``condition()`` is truthy and return it; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def test_database_url() -> str:
+    db = settings.DATABASES["default"]
+    return f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def child_environment() -> dict[str, str]:
+    """What a worker process needs to see the test database and the test settings."""
+    return {
+        "DATABASE_URL": test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()  # no stale wake-ups from an earlier test
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db, redis_client, tmp_path):
+    """Start real `celery worker` processes; all are stopped (or killed) at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(queues: list[str], **options) -> WorkerProcess:
+        env = {**child_environment(), **options.pop("env", {})}
+        worker = WorkerProcess(queues, env=env, log_dir=tmp_path, **options)
+        started.append(worker.start())
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=10)
+
+
+@pytest.fixture
+def start_beat(transactional_db, tmp_path):
+    from orchestration.management.commands.install_schedules import all_periodic_jobs
+    from orchestration.schedules import install_periodic_jobs
+
+    started: list[BeatProcess] = []
+
+    def start() -> BeatProcess:
+        install_periodic_jobs(all_periodic_jobs())  # the flush between tests removes them
+        beat = BeatProcess(env=child_environment(), log_dir=tmp_path / "beat")
+        started.append(beat.start())
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop(timeout=10)

@@ -1,0 +1,11 @@
+"""Test settings: the project's settings plus a small app of test agents for the kernel."""
+
+from settings.config import *  # noqa: F403
+from settings.config import AGENT_MODULES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.kernelapp"]
+AGENT_MODULES = [*AGENT_MODULES, "tests.kernelapp.agents"]
+# Fast sweeps for tests that wait on them.
+AGENT_TASK_BACKOFF_BASE_SECONDS = 0.2
+AGENT_TASK_BACKOFF_CAP_SECONDS = 1.0
+WORKER_HEARTBEAT_SECONDS = 1
