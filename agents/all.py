@@ -1,1 +1,28 @@
-"""Importing this module registers every agent and route with the kernel."""
+"""Importing this module registers every agent and the routing table with the kernel."""
+
+from agents import fulfillment, inventory, notification, order, payment
+from orchestration.registry import subscribe
+
+for event in order.HEARS:
+    subscribe(event, order.NAME, "advance")
+
+subscribe("order.placed", inventory.NAME, "reserve_stock")
+subscribe("order.payment_confirmed", inventory.NAME, "commit_stock")
+subscribe("order.cancelled", inventory.NAME, "release_stock")
+subscribe("order.payment_failed", inventory.NAME, "release_stock")
+
+subscribe("order.payment_requested", payment.NAME, "charge")
+subscribe("order.cancelled", payment.NAME, "refund")
+
+subscribe("order.fulfillment_requested", fulfillment.NAME, "ship")
+
+for event in notification.KIND_BY_EVENT:
+    subscribe(event, notification.NAME, "notify")
+
+AGENTS = (
+    order.definition,
+    inventory.definition,
+    payment.definition,
+    fulfillment.definition,
+    notification.definition,
+)

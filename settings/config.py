@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "orchestration",
     "orders",
     "agents",
+    "agents.outside",
 ]
 
 MIDDLEWARE = [
@@ -184,3 +185,9 @@ LOGGING = {
 # Modules that register agent definitions and routes with the kernel (orchestration
 # imports them by path, so it never names the domain).
 AGENT_MODULES = ["agents.all"]
+EXTRA_PERIODIC_JOBS = [("agents.expire_reservations", 5, 5, "orchestration")]
+
+# The order workflow.
+RESERVATION_TTL_SECONDS = envint("RESERVATION_TTL_SECONDS", 15 * 60, minimum=1)
+ORDER_MAX_LINES = envint("ORDER_MAX_LINES", 20, minimum=1)
+ORDER_MAX_QUANTITY = envint("ORDER_MAX_QUANTITY", 100, minimum=1)

@@ -1,0 +1,55 @@
+"""InventoryAgent: holds stock for orders, and gives it back."""
+
+from __future__ import annotations
+
+from orchestration.registry import AgentDefinition, Operation, register
+from orders import actions
+from orders.errors import OutOfStock
+
+NAME = "inventory"
+
+
+def reserve(context) -> dict:
+    order_id = context.payload["order_id"]
+    try:
+        reservations = actions.reserve_stock(order_id)
+    except OutOfStock as shortage:
+        context.emit("inventory.out_of_stock", {"order_id": order_id, "reason": str(shortage)})
+        return {"reserved": False, "sku": shortage.sku}
+    context.emit("inventory.reserved", {"order_id": order_id})
+    return {"reserved": True, "lines": len(reservations)}
+
+
+def commit(context) -> dict:
+    return {"committed": actions.commit_stock(context.payload["order_id"])}
+
+
+def release(context) -> dict:
+    return {"released": actions.release_stock(context.payload["order_id"])}
+
+
+def expire(context) -> dict:
+    order_id = context.payload["order_id"]
+    expired = actions.expire_reservations(order_id)
+    if expired:
+        context.emit(
+            "inventory.expired", {"order_id": order_id, "reason": "reservation expired before payment"}
+        )
+    return {"expired": expired}
+
+
+definition = register(
+    AgentDefinition(
+        name=NAME,
+        responsibility="Keeps each order's hold on stock in step with its fate.",
+        operations=(
+            Operation("reserve_stock", reserve),
+            Operation("commit_stock", commit),
+            Operation("release_stock", release),
+            Operation("expire_reservation", expire),
+        ),
+        emits=frozenset({"inventory.reserved", "inventory.out_of_stock", "inventory.expired"}),
+        writes=frozenset({"orders.Product", "orders.Reservation"}),
+        must_not=("change an order's state", "call an outside service"),
+    )
+)

@@ -1,0 +1,71 @@
+"""OrderAgent, the coordinator: it alone moves orders through their state machine."""
+
+from __future__ import annotations
+
+from orchestration.registry import AgentDefinition, Operation, register
+from orders.actions import apply_transition
+from orders.states import OrderState
+
+NAME = "order"
+
+# Events from the other agents that move an order.
+HEARS = (
+    "inventory.reserved",
+    "inventory.out_of_stock",
+    "inventory.expired",
+    "payment.charged",
+    "payment.declined",
+    "payment.failed",
+    "fulfillment.shipped",
+    "fulfillment.failed",
+)
+
+
+def advance(context) -> dict:
+    """Apply the event that woke us, then take the steps that follow from the new state."""
+    order_id = context.payload["order_id"]
+    detail = context.payload.get("reason", "") or context.payload.get("error", "")
+
+    def move(event: str, why: str = ""):
+        return apply_transition(order_id, event, agent=NAME, task_id=context.task_id, detail=why)
+
+    order = move(context.event_type, detail)
+    if order.state == OrderState.INVENTORY_RESERVED:
+        order = move("payment.requested")
+        context.emit("order.payment_requested", {"order_id": order_id})
+    elif order.state == OrderState.PAYMENT_CONFIRMED:
+        context.emit("order.payment_confirmed", {"order_id": order_id})
+        order = move("fulfillment.requested")
+        context.emit("order.fulfillment_requested", {"order_id": order_id})
+    elif order.state == OrderState.SHIPPED:
+        context.emit("order.shipped", {"order_id": order_id})
+        order = move("order.completed")
+        context.emit("order.completed", {"order_id": order_id})
+    elif order.state == OrderState.PAYMENT_FAILED:
+        context.emit("order.payment_failed", {"order_id": order_id, "reason": order.reason})
+    elif order.state == OrderState.CANCELLED:
+        context.emit("order.cancelled", {"order_id": order_id, "reason": order.reason})
+    return {"state": order.state}
+
+
+definition = register(
+    AgentDefinition(
+        name=NAME,
+        responsibility="Advances each order through its state machine.",
+        operations=(Operation("advance", advance, max_attempts=5),),
+        emits=frozenset(
+            {
+                "order.payment_requested",
+                "order.payment_confirmed",
+                "order.fulfillment_requested",
+                "order.shipped",
+                "order.completed",
+                "order.payment_failed",
+                "order.cancelled",
+            }
+        ),
+        terminal_events=frozenset({"order.completed"}),
+        writes=frozenset({"orders.Order", "orders.OrderTransition"}),
+        must_not=("call an outside service", "touch stock, payments, shipments or messages"),
+    )
+)

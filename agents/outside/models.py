@@ -1,0 +1,45 @@
+"""The outside world's own ledgers: a payment gateway, a carrier, a message provider.
+
+They are written on their own connection, outside the calling agent's transaction,
+the way a real service keeps its records whatever happens to the caller.
+"""
+
+from django.db import models
+
+
+class GatewayEntry(models.Model):
+    class Kind(models.TextChoices):
+        CHARGE = "charge"
+        REFUND = "refund"
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    order_ref = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    reference = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} for {self.order_ref}"
+
+
+class CarrierParcel(models.Model):
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    order_ref = models.CharField(max_length=64, db_index=True)
+    reference = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"parcel {self.reference} for {self.order_ref}"
+
+
+class ProviderMessage(models.Model):
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    order_ref = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=32)
+    recipient = models.CharField(max_length=254)
+    reference = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} message to {self.recipient}"

@@ -1,0 +1,193 @@
+"""The simulated outside world: configurable latency and failures, ledgers that
+deduplicate on the idempotency key they are given.
+
+Behaviour is shared by every process through Redis (`configure("gateway", ...)`),
+so a test or a load run can turn failures on for the whole fleet. A customer
+address can also ask for a failure by tag, deterministically:
+  +decline   the gateway declines the charge
+  +flaky     the first call for a key fails transiently (nothing happens)
+  +timeout   the first call for a key takes effect, then times out
+  +crash     the first call for a key takes effect, then the calling process dies
+  +slowpay   the gateway takes SLOWPAY_SECONDS to answer
+  +shipfail  the carrier refuses the parcel
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+import redis
+from django.conf import settings
+
+from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
+from orchestration.autonomous import run_autonomously
+
+SLOWPAY_SECONDS = 3.0
+SERVICES = ("gateway", "carrier", "provider")
+
+
+class OutsideError(Exception):
+    """Base of the outside world's answers that are not a success."""
+
+
+class ServiceUnavailable(OutsideError):
+    """Transient: nothing happened; try again."""
+
+
+class ServiceTimeout(OutsideError):
+    """Transient: the caller gave up waiting, but the effect may have happened."""
+
+
+class Declined(OutsideError):
+    """Permanent: the gateway refuses this charge."""
+
+
+class Rejected(OutsideError):
+    """Permanent: the carrier refuses this parcel."""
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    latency_ms: float = 0
+    transient_rate: float = 0
+    timeout_rate: float = 0
+    refusal_rate: float = 0  # declines at the gateway, rejections at the carrier
+
+
+_client: redis.Redis | None = None
+_client_pid: int | None = None
+
+
+def redis_client() -> redis.Redis:
+    global _client, _client_pid
+    if _client is None or _client_pid != os.getpid():
+        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
+        _client_pid = os.getpid()
+    return _client
+
+
+def configure(service: str, **values: float) -> None:
+    """Set a service's behaviour for every process (e.g. configure("gateway", transient_rate=0.1))."""
+    allowed = set(Behaviour.__dataclass_fields__)
+    unknown = set(values) - allowed
+    if service not in SERVICES or unknown:
+        raise ValueError(f"unknown service {service!r} or settings {sorted(unknown)}")
+    key = f"outside:{service}"
+    redis_client().delete(key)
+    if values:
+        redis_client().hset(key, mapping={name: float(value) for name, value in values.items()})
+
+
+def behaviour(service: str) -> Behaviour:
+    raw = redis_client().hgetall(f"outside:{service}")
+    return Behaviour(**{name.decode(): float(value) for name, value in raw.items()})
+
+
+def _first_call(service: str, key: str) -> bool:
+    """True on the first call with this key: tag-driven failures happen once."""
+    return redis_client().incr(f"outside:calls:{service}:{key}") == 1
+
+
+def _enter(service: str, key: str, tags: str) -> Behaviour:
+    current = behaviour(service)
+    delay = current.latency_ms / 1000
+    if "+slowpay" in tags and service == "gateway":
+        delay += SLOWPAY_SECONDS
+    if delay:
+        time.sleep(delay)
+    if (
+        "+flaky" in tags and _first_call(f"{service}:flaky", key)
+    ) or random.random() < current.transient_rate:
+        raise ServiceUnavailable(f"{service} unavailable (simulated), nothing done for {key}")
+    return current
+
+
+def _leave(service: str, key: str, tags: str, current: Behaviour) -> None:
+    """After the effect: the answer may still be lost, or the caller may die."""
+    if "+crash" in tags and _first_call(f"{service}:crash", key):
+        os._exit(17)  # the process dies between the outside effect and its commit
+    if (
+        "+timeout" in tags and _first_call(f"{service}:timeout", key)
+    ) or random.random() < current.timeout_rate:
+        raise ServiceTimeout(f"{service} timed out (simulated) after taking effect for {key}")
+
+
+def _reference(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+# --- The payment gateway ----------------------------------------------------------
+
+
+def charge(key: str, *, order_ref: str, amount: Decimal, customer: str) -> str:
+    """Charge once per key; a repeated key returns the first charge's reference."""
+    current = _enter("gateway", key, customer)
+    existing = GatewayEntry.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        if "+decline" in customer or random.random() < current.refusal_rate:
+            raise Declined(f"card declined for {order_ref}")
+        existing, _ = run_autonomously(
+            GatewayEntry.objects.get_or_create,
+            idempotency_key=key,
+            defaults={
+                "order_ref": order_ref,
+                "kind": "charge",
+                "amount": amount,
+                "reference": _reference("ch"),
+            },
+        )
+    _leave("gateway", key, customer, current)
+    return existing.reference
+
+
+def refund(key: str, *, order_ref: str, amount: Decimal) -> str:
+    current = _enter("gateway", key, "")
+    entry, _ = run_autonomously(
+        GatewayEntry.objects.get_or_create,
+        idempotency_key=key,
+        defaults={"order_ref": order_ref, "kind": "refund", "amount": -amount, "reference": _reference("re")},
+    )
+    _leave("gateway", key, "", current)
+    return entry.reference
+
+
+# --- The carrier -------------------------------------------------------------------
+
+
+def ship(key: str, *, order_ref: str, customer: str) -> str:
+    current = _enter("carrier", key, customer)
+    existing = CarrierParcel.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        if "+shipfail" in customer or random.random() < current.refusal_rate:
+            raise Rejected(f"carrier refused the parcel for {order_ref}")
+        existing, _ = run_autonomously(
+            CarrierParcel.objects.get_or_create,
+            idempotency_key=key,
+            defaults={"order_ref": order_ref, "reference": _reference("pcl")},
+        )
+    _leave("carrier", key, customer, current)
+    return existing.reference
+
+
+# --- The message provider ----------------------------------------------------------
+
+
+def send_message(key: str, *, order_ref: str, kind: str, recipient: str) -> str:
+    current = _enter("provider", key, recipient)
+    message, _ = run_autonomously(
+        ProviderMessage.objects.get_or_create,
+        idempotency_key=key,
+        defaults={
+            "order_ref": order_ref,
+            "kind": kind,
+            "recipient": recipient,
+            "reference": _reference("msg"),
+        },
+    )
+    _leave("provider", key, recipient, current)
+    return message.reference

@@ -1,0 +1,35 @@
+"""Placing an order from Python: one call, idempotent on the order's key.
+
+Used by the HTTP API, the demo and the load test.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from orchestration.enqueue import new_correlation_id
+from orchestration.events import emit
+from orders.actions import Line, create_order
+from orders.models import Order
+
+
+def place_order(
+    customer: str,
+    items: list[tuple[str, int]] | list[Line],
+    *,
+    idempotency_key: str,
+    correlation_id: str = "",
+) -> tuple[Order, bool]:
+    """Accept the order and start its workflow; (order, created). The same key returns
+    the same order; the same key with a different body raises IdempotencyKeyReused."""
+    lines = [item if isinstance(item, Line) else Line(sku=item[0], quantity=item[1]) for item in items]
+    with transaction.atomic():
+        order, created = create_order(
+            customer,
+            lines,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id or new_correlation_id(),
+        )
+        if created:
+            emit("order.placed", {"order_id": order.pk}, correlation_id=order.correlation_id)
+    return order, created

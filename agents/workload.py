@@ -1,0 +1,125 @@
+"""A workload of orders for the demo and the load test: a catalogue, customers whose
+addresses ask the simulated world for failures, and the figures at the end."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Count
+from django.utils import timezone
+
+from agents.placement import place_order
+from orchestration.models import AgentTask, TaskStatus
+from orders.models import Order, Product
+from orders.states import TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class Mix:
+    """What share of customers ask for a failure by tag (see agents.outside.world)."""
+
+    decline: float = 0.05
+    flaky: float = 0.05
+    timeout: float = 0.02
+    shipfail: float = 0.02
+
+
+def seed_catalogue(run: str, products: int = 8, scarce: int = 2, stock: int = 10_000, scarce_stock: int = 40):
+    """Products for this run; the first ``scarce`` ones run out during the run."""
+    catalogue = []
+    for index in range(products):
+        product, _ = Product.objects.get_or_create(
+            sku=f"{run}-SKU{index:02d}",
+            defaults={
+                "name": f"Demo product {index}",
+                "price": Decimal(5 + 3 * index).quantize(Decimal("0.01")),
+                "stocked": scarce_stock if index < scarce else stock,
+            },
+        )
+        catalogue.append(product)
+    return catalogue
+
+
+def customer_for(index: int, mix: Mix, rng: random.Random) -> str:
+    roll = rng.random()
+    tag = ""
+    for name, share in (
+        ("decline", mix.decline),
+        ("flaky", mix.flaky),
+        ("timeout", mix.timeout),
+        ("shipfail", mix.shipfail),
+    ):
+        if roll < share:
+            tag = f"+{name}"
+            break
+        roll -= share
+    return f"customer{index}{tag}@example.com"
+
+
+def place_orders(
+    run: str, count: int, catalogue, mix: Mix = Mix(), seed: int = 7, on_placed=None
+) -> list[int]:
+    rng = random.Random(seed)
+    order_ids = []
+    for index in range(count):
+        lines = rng.sample(catalogue, k=rng.randint(1, 3))
+        items = [(product.sku, rng.randint(1, 3)) for product in sorted(lines, key=lambda p: p.pk)]
+        order, _ = place_order(customer_for(index, mix, rng), items, idempotency_key=f"{run}-order-{index}")
+        order_ids.append(order.pk)
+        if on_placed:
+            on_placed(index)
+    return order_ids
+
+
+def terminal_count(order_ids: list[int]) -> int:
+    return Order.objects.filter(pk__in=order_ids, state__in=TERMINAL_STATES).count()
+
+
+def wait_until_quiet(timeout: float) -> bool:
+    """No task claimed and none pending-and-ready: the workflow has nothing left to do."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = timezone.now()
+        busy = (
+            AgentTask.objects.filter(status=TaskStatus.CLAIMED).exists()
+            or AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now).exists()
+        )
+        if not busy:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@dataclass
+class Figures:
+    orders: int
+    by_state: dict[str, int]
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.orders / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        if not self.latencies:
+            return 0.0
+        if len(self.latencies) == 1:
+            return self.latencies[0]
+        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1]
+
+
+def figures(order_ids: list[int], seconds: float) -> Figures:
+    orders = Order.objects.filter(pk__in=order_ids)
+    by_state = dict(orders.values_list("state").annotate(n=Count("pk")).values_list("state", "n"))
+    latencies = sorted(
+        (finished - created).total_seconds()
+        for created, finished in orders.filter(finished_at__isnull=False).values_list(
+            "created_at", "finished_at"
+        )
+    )
+    return Figures(len(order_ids), by_state, seconds, latencies)

@@ -1,0 +1,150 @@
+"""The order domain's rows. Nothing here knows about Celery or the kernel."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from orders.states import NotificationKind, OrderState, PaymentStatus, ReservationStatus, ShipmentStatus
+
+
+class Product(models.Model):
+    """A product and its stock: available = stocked - reserved - sold, never below zero."""
+
+    sku = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    price = models.DecimalField(max_digits=12, decimal_places=2)
+    stocked = models.PositiveIntegerField(default=0, help_text="Units ever received.")
+    reserved = models.PositiveIntegerField(default=0, help_text="Units held for unpaid orders.")
+    sold = models.PositiveIntegerField(default=0, help_text="Units paid for.")
+
+    class Meta:
+        constraints = [
+            # The database itself refuses overselling, whatever the code does.
+            models.CheckConstraint(
+                condition=Q(reserved__gte=0) & Q(sold__gte=0) & Q(stocked__gte=F("reserved") + F("sold")),
+                name="product_stock_never_oversold",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sku} ({self.available} available)"
+
+    @property
+    def available(self) -> int:
+        return self.stocked - self.reserved - self.sold
+
+
+class Order(models.Model):
+    customer = models.CharField(max_length=254)
+    state = models.CharField(max_length=32, choices=OrderState.choices, default=OrderState.CREATED)
+    total = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="EUR")
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    fingerprint = models.CharField(max_length=64, help_text="Hash of what was asked, to spot a reused key.")
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    reason = models.CharField(max_length=500, blank=True, help_text="Why it ended the way it did.")
+    steps = models.PositiveIntegerField(default=0, help_text="Agent steps spent on it (budget).")
+    cost_units = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "updated_at"], name="order_state_updated")]
+
+    def __str__(self) -> str:
+        return f"order {self.pk} [{self.state}]"
+
+
+class OrderItem(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="items")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField()
+    unit_price = models.DecimalField(max_digits=12, decimal_places=2)
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"
+
+
+class Reservation(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="reservations")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reservations")
+    quantity = models.PositiveIntegerField()
+    status = models.CharField(
+        max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.ACTIVE
+    )
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order", "product"], name="one_reservation_per_line")]
+        indexes = [
+            models.Index(
+                fields=["expires_at"], name="reservation_active", condition=Q(status=ReservationStatus.ACTIVE)
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id} for order {self.order_id} [{self.status}]"
+
+
+class Payment(models.Model):
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="payment")
+    status = models.CharField(max_length=16, choices=PaymentStatus.choices)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    charge_reference = models.CharField(max_length=100, blank=True)
+    refund_reference = models.CharField(max_length=100, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"payment for order {self.order_id} [{self.status}]"
+
+
+class Shipment(models.Model):
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="shipment")
+    status = models.CharField(max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.CREATED)
+    carrier_reference = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"shipment {self.carrier_reference} for order {self.order_id}"
+
+
+class CustomerNotification(models.Model):
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="notifications")
+    kind = models.CharField(max_length=16, choices=NotificationKind.choices)
+    channel = models.CharField(max_length=32, default="email")
+    provider_message_id = models.CharField(max_length=100)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["order", "kind"], name="one_message_per_order_event")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} message for order {self.order_id}"
+
+
+class OrderTransition(models.Model):
+    """The audit trail: one row per change of an order's state."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transitions")
+    from_state = models.CharField(max_length=32, blank=True)
+    to_state = models.CharField(max_length=32)
+    event = models.CharField(max_length=100)
+    agent = models.CharField(max_length=64, blank=True)
+    task_id = models.BigIntegerField(null=True, blank=True)
+    correlation_id = models.CharField(max_length=64, db_index=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="The operator, for manual actions.")
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["order", "created_at"], name="transition_order_time")]
+
+    def __str__(self) -> str:
+        return f"order {self.order_id}: {self.from_state or '-'} -> {self.to_state} on {self.event}"
