@@ -32,9 +32,7 @@ definition = register(
     AgentDefinition(
         name=NAME,
         responsibility="Creates shipments for paid orders with the carrier.",
-        operations=(
-            Operation("ship", ship, dead_event="fulfillment.failed", dependency="carrier", max_attempts=5),
-        ),
+        operations=(Operation("ship", ship, dead_event="fulfillment.failed", dependency="carrier", max_attempts=5),),
         emits=frozenset({"fulfillment.shipped", "fulfillment.failed"}),
         writes=frozenset({"orders.Shipment"}),
         must_not=("change an order's state", "ship an unpaid order"),

@@ -81,9 +81,7 @@ def stock_is_never_oversold() -> InvariantResult:
 
 
 def one_charge_and_the_right_net_amount() -> InvariantResult:
-    result = InvariantResult(
-        3, "at most one charge per order at the gateway; net = total if completed, else 0"
-    )
+    result = InvariantResult(3, "at most one charge per order at the gateway; net = total if completed, else 0")
     ledger = {
         row["order_ref"]: row
         for row in GatewayEntry.objects.values("order_ref").annotate(
@@ -97,9 +95,7 @@ def one_charge_and_the_right_net_amount() -> InvariantResult:
         if state in TERMINAL_STATES:
             expected = total if state == OrderState.COMPLETED else Decimal(0)
             if row["net"] != expected:
-                result.violations.append(
-                    f"order {order_id} ({state}) nets {row['net']} at the gateway, not {expected}"
-                )
+                result.violations.append(f"order {order_id} ({state}) nets {row['net']} at the gateway, not {expected}")
     for order_ref in ledger:
         result.violations.append(f"the gateway holds money for unknown order {order_ref}")
     return result
@@ -108,9 +104,7 @@ def one_charge_and_the_right_net_amount() -> InvariantResult:
 def one_shipment_only_for_paid_orders() -> InvariantResult:
     result = InvariantResult(4, "at most one shipment per order, and only for paid orders")
     states = dict(Order.objects.values_list("pk", "state"))
-    charged = set(
-        GatewayEntry.objects.filter(kind=GatewayEntry.Kind.CHARGE).values_list("order_ref", flat=True)
-    )
+    charged = set(GatewayEntry.objects.filter(kind=GatewayEntry.Kind.CHARGE).values_list("order_ref", flat=True))
     for row in CarrierParcel.objects.values("order_ref").annotate(parcels=Count("pk")):
         order_ref = row["order_ref"]
         if row["parcels"] > 1:
@@ -139,9 +133,7 @@ def one_message_per_order_and_event() -> InvariantResult:
             result.violations.append(f"order {key[0]} has {sent.get(key, 0)} '{key[1]}' messages, not 1")
     for key, count in sent.items():
         if key not in expected and key[0].isdigit() and int(key[0]) in terminal:
-            result.violations.append(
-                f"order {key[0]} got {count} '{key[1]}' messages for an event it never had"
-            )
+            result.violations.append(f"order {key[0]} got {count} '{key[1]}' messages for an event it never had")
     return result
 
 
@@ -156,21 +148,15 @@ def audit_trail_is_legal_and_unbroken() -> InvariantResult:
         previous = ""
         for source, target, event in history.get(order_id, []):
             if source != previous:
-                result.violations.append(
-                    f"order {order_id}: history breaks at {previous or 'start'} -> {source}"
-                )
+                result.violations.append(f"order {order_id}: history breaks at {previous or 'start'} -> {source}")
                 break
             if not is_legal(source, target, event):
-                result.violations.append(
-                    f"order {order_id}: illegal {source or 'start'} -> {target} on {event}"
-                )
+                result.violations.append(f"order {order_id}: illegal {source or 'start'} -> {target} on {event}")
                 break
             previous = target
         else:
             if previous != state:
-                result.violations.append(
-                    f"order {order_id}: history ends at {previous or 'nothing'}, order is {state}"
-                )
+                result.violations.append(f"order {order_id}: history ends at {previous or 'nothing'}, order is {state}")
     return result
 
 

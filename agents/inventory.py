@@ -32,9 +32,7 @@ def expire(context) -> dict:
     order_id = context.payload["order_id"]
     expired = actions.expire_reservations(order_id)
     if expired:
-        context.emit(
-            "inventory.expired", {"order_id": order_id, "reason": "reservation expired before payment"}
-        )
+        context.emit("inventory.expired", {"order_id": order_id, "reason": "reservation expired before payment"})
     return {"expired": expired}
 
 

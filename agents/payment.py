@@ -34,13 +34,9 @@ def charge(context) -> dict:
     if expired_at is None or expired_at <= timezone.now():
         # The money landed after the hold on the stock ran out: give it back at once.
         # The expiry sweep then cancels the order and releases the stock.
-        refund_reference = world.refund(
-            context.outside_key("late-refund"), order_ref=str(order.pk), amount=order.total
-        )
+        refund_reference = world.refund(context.outside_key("late-refund"), order_ref=str(order.pk), amount=order.total)
         actions.record_payment(order, PaymentStatus.CHARGED, charge_reference=reference)
-        actions.record_refund(
-            order.pk, refund_reference, detail="charge landed after the reservation expired"
-        )
+        actions.record_refund(order.pk, refund_reference, detail="charge landed after the reservation expired")
         context.emit("payment.refunded", {"order_id": order.pk, "reason": "late charge"})
         return {"refunded_late": True}
 
@@ -56,9 +52,7 @@ def refund(context) -> dict:
     if payment is None:
         return {"refunded": False}
     try:
-        reference = world.refund(
-            context.outside_key("refund"), order_ref=str(order_id), amount=payment.amount
-        )
+        reference = world.refund(context.outside_key("refund"), order_ref=str(order_id), amount=payment.amount)
     except (world.ServiceUnavailable, world.ServiceTimeout) as error:
         raise RetryableError(str(error)) from error
     actions.record_refund(order_id, reference, detail=context.payload.get("reason", ""))

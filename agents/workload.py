@@ -60,9 +60,7 @@ def customer_for(index: int, mix: Mix, rng: random.Random) -> str:
     return f"customer{index}{tag}@example.com"
 
 
-def place_orders(
-    run: str, count: int, catalogue, mix: Mix = Mix(), seed: int = 7, on_placed=None
-) -> list[int]:
+def place_orders(run: str, count: int, catalogue, mix: Mix = Mix(), seed: int = 7, on_placed=None) -> list[int]:
     rng = random.Random(seed)
     order_ids = []
     for index in range(count):
@@ -118,8 +116,6 @@ def figures(order_ids: list[int], seconds: float) -> Figures:
     by_state = dict(orders.values_list("state").annotate(n=Count("pk")).values_list("state", "n"))
     latencies = sorted(
         (finished - created).total_seconds()
-        for created, finished in orders.filter(finished_at__isnull=False).values_list(
-            "created_at", "finished_at"
-        )
+        for created, finished in orders.filter(finished_at__isnull=False).values_list("created_at", "finished_at")
     )
     return Figures(len(order_ids), by_state, seconds, latencies)

@@ -56,9 +56,7 @@ def validate_lines(lines: list[Line]) -> dict[str, Product]:
     seen: set[str] = set()
     for index, line in enumerate(lines):
         if not isinstance(line.quantity, int) or isinstance(line.quantity, bool) or line.quantity < 1:
-            raise InvalidOrder(
-                f"items[{index}].quantity", f"must be a positive whole number, not {line.quantity!r}"
-            )
+            raise InvalidOrder(f"items[{index}].quantity", f"must be a positive whole number, not {line.quantity!r}")
         if line.quantity > max_quantity:
             raise InvalidOrder(f"items[{index}].quantity", f"at most {max_quantity} units per line")
         if line.sku in seen:
@@ -76,9 +74,7 @@ def fingerprint(customer: str, lines: list[Line]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_order(
-    customer: str, lines: list[Line], *, idempotency_key: str, correlation_id: str
-) -> tuple[Order, bool]:
+def create_order(customer: str, lines: list[Line], *, idempotency_key: str, correlation_id: str) -> tuple[Order, bool]:
     """Accept an order (state CREATED) or return the one already made under this key."""
     if not customer or len(customer) > 254:
         raise InvalidOrder("customer", "required, at most 254 characters")
@@ -237,9 +233,7 @@ def commit_stock(order_id: int) -> int:
 
 def release_stock(order_id: int) -> int:
     """Cancelled or failed: held or sold units go back on the shelf."""
-    return _settle(
-        order_id, [ReservationStatus.ACTIVE, ReservationStatus.COMMITTED], ReservationStatus.RELEASED
-    )
+    return _settle(order_id, [ReservationStatus.ACTIVE, ReservationStatus.COMMITTED], ReservationStatus.RELEASED)
 
 
 def expire_reservations(order_id: int) -> bool:
@@ -308,9 +302,7 @@ def charged_payment(order_id: int) -> Payment | None:
 
 
 def record_shipment(order: Order, carrier_reference: str) -> Shipment:
-    shipment, _ = Shipment.objects.get_or_create(
-        order=order, defaults={"carrier_reference": carrier_reference}
-    )
+    shipment, _ = Shipment.objects.get_or_create(order=order, defaults={"carrier_reference": carrier_reference})
     return shipment
 
 

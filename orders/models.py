@@ -72,9 +72,7 @@ class Reservation(models.Model):
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="reservations")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reservations")
     quantity = models.PositiveIntegerField()
-    status = models.CharField(
-        max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.ACTIVE
-    )
+    status = models.CharField(max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.ACTIVE)
     expires_at = models.DateTimeField()
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -82,9 +80,7 @@ class Reservation(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["order", "product"], name="one_reservation_per_line")]
         indexes = [
-            models.Index(
-                fields=["expires_at"], name="reservation_active", condition=Q(status=ReservationStatus.ACTIVE)
-            )
+            models.Index(fields=["expires_at"], name="reservation_active", condition=Q(status=ReservationStatus.ACTIVE))
         ]
 
     def __str__(self) -> str:

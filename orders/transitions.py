@@ -48,14 +48,8 @@ TRANSITIONS: tuple[Transition, ...] = (
         for state in (S.CREATED, S.INVENTORY_RESERVED, S.PAYMENT_PROCESSING)
     ),
     # Operators and budgets can stop any order that has not shipped.
-    *(
-        Transition(state, "operator.cancel", S.CANCELLED, _has_no_shipment)
-        for state in ACTIVE_BEFORE_SHIPPING
-    ),
-    *(
-        Transition(state, "budget.exceeded", S.CANCELLED, _has_no_shipment)
-        for state in ACTIVE_BEFORE_SHIPPING
-    ),
+    *(Transition(state, "operator.cancel", S.CANCELLED, _has_no_shipment) for state in ACTIVE_BEFORE_SHIPPING),
+    *(Transition(state, "budget.exceeded", S.CANCELLED, _has_no_shipment) for state in ACTIVE_BEFORE_SHIPPING),
 )
 
 _BY_SOURCE_AND_EVENT = {(t.source, t.event): t for t in TRANSITIONS}

@@ -100,9 +100,7 @@ def _enter(service: str, key: str, tags: str) -> Behaviour:
         delay += SLOWPAY_SECONDS
     if delay:
         time.sleep(delay)
-    if (
-        "+flaky" in tags and _first_call(f"{service}:flaky", key)
-    ) or random.random() < current.transient_rate:
+    if ("+flaky" in tags and _first_call(f"{service}:flaky", key)) or random.random() < current.transient_rate:
         raise ServiceUnavailable(f"{service} unavailable (simulated), nothing done for {key}")
     return current
 
@@ -111,9 +109,7 @@ def _leave(service: str, key: str, tags: str, current: Behaviour) -> None:
     """After the effect: the answer may still be lost, or the caller may die."""
     if "+crash" in tags and _first_call(f"{service}:crash", key):
         os._exit(17)  # the process dies between the outside effect and its commit
-    if (
-        "+timeout" in tags and _first_call(f"{service}:timeout", key)
-    ) or random.random() < current.timeout_rate:
+    if ("+timeout" in tags and _first_call(f"{service}:timeout", key)) or random.random() < current.timeout_rate:
         raise ServiceTimeout(f"{service} timed out (simulated) after taking effect for {key}")
 
 

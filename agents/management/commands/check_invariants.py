@@ -4,14 +4,10 @@ from agents.invariants import check_all
 
 
 class Command(BaseCommand):
-    help = (
-        "Check DESIGN.md's seven invariants; exit non-zero on any violation. Run it when the system is quiet."
-    )
+    help = "Check DESIGN.md's seven invariants; exit non-zero on any violation. Run it when the system is quiet."
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--examples", type=int, default=3, help="example violations to print per invariant"
-        )
+        parser.add_argument("--examples", type=int, default=3, help="example violations to print per invariant")
 
     def handle(self, *args, examples: int, **options):
         results = check_all()

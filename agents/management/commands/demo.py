@@ -23,9 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--orders", type=int, default=1000)
         parser.add_argument("--workers", type=int, default=2, help="agent worker processes")
         parser.add_argument("--concurrency", type=int, default=2, help="pool size per agent worker")
-        parser.add_argument(
-            "--timeout", type=float, default=900, help="seconds to wait for every order to finish"
-        )
+        parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every order to finish")
 
     def handle(self, *args, orders: int, workers: int, concurrency: int, timeout: float, **options):
         from django.conf import settings
@@ -41,10 +39,7 @@ class Command(BaseCommand):
             "some customers are declined, some calls fail transiently or time out after taking effect"
         )
 
-        fleet = [
-            WorkerProcess(registry.queues(), concurrency=concurrency, name=f"agents{i}")
-            for i in range(workers)
-        ]
+        fleet = [WorkerProcess(registry.queues(), concurrency=concurrency, name=f"agents{i}") for i in range(workers)]
         fleet.append(WorkerProcess(["orchestration"], concurrency=1, name="maintenance"))
         fleet.append(BeatProcess())
         for process in fleet:
@@ -56,9 +51,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             with tqdm(total=orders, desc="placed  ", unit="order") as placed:
-                order_ids = workload.place_orders(
-                    run, orders, catalogue, on_placed=lambda _i: placed.update()
-                )
+                order_ids = workload.place_orders(run, orders, catalogue, on_placed=lambda _i: placed.update())
             with tqdm(total=orders, desc="finished", unit="order") as done:
                 while (finished := workload.terminal_count(order_ids)) < orders:
                     done.update(finished - done.n)
