@@ -49,8 +49,7 @@ def check_agent_boundaries(reg: Registry) -> list[checks.CheckMessage]:
         for event in sorted(definition.emits):
             if event not in routed and event not in definition.terminal_events:
                 error(
-                    f"agent '{definition.name}' emits '{event}', which has no subscriber "
-                    "and is not marked terminal",
+                    f"agent '{definition.name}' emits '{event}', which has no subscriber and is not marked terminal",
                     "E005",
                 )
         for operation in definition.operations:

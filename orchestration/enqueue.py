@@ -56,9 +56,7 @@ def enqueue(
                 "correlation_id": correlation_id,
                 "parent_id": parent_id,
                 "priority": definition.priority if priority is None else priority,
-                "max_attempts": max_attempts
-                or definition.max_attempts
-                or kernel_settings().default_max_attempts,
+                "max_attempts": max_attempts or definition.max_attempts or kernel_settings().default_max_attempts,
                 "run_after": run_after or now,
                 "expires_at": now + timedelta(seconds=ttl) if ttl else None,
                 # Published on commit below; a message lost after the commit is re-sent

@@ -77,9 +77,7 @@ class CeleryProcess:
             if self.ready_marker in self.log():
                 return
             if self.process is not None and self.process.poll() is not None:
-                raise ProcessFailed(
-                    f"celery {self.kind} exited with {self.process.returncode}:\n{self.log()[-3000:]}"
-                )
+                raise ProcessFailed(f"celery {self.kind} exited with {self.process.returncode}:\n{self.log()[-3000:]}")
             time.sleep(0.1)
         raise ProcessFailed(f"celery {self.kind} not ready after {timeout}s:\n{self.log()[-3000:]}")
 
@@ -148,6 +146,4 @@ class BeatProcess(CeleryProcess):
     ready_marker = "beat: Starting..."
 
     def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None):
-        super().__init__(
-            ["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info"], env, log_dir
-        )
+        super().__init__(["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info"], env, log_dir)

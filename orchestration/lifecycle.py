@@ -122,9 +122,7 @@ def _start_attempt(task: AgentTask, worker: str, queue: str, now: datetime) -> T
     )
 
 
-def _finish_attempt(
-    task_id: int, fence: int, status: str, error: str = "", now: datetime | None = None
-) -> None:
+def _finish_attempt(task_id: int, fence: int, status: str, error: str = "", now: datetime | None = None) -> None:
     TaskAttempt.objects.filter(task_id=task_id, fence=fence, status=AttemptStatus.RUNNING).update(
         status=status, error=error[:10000], finished_at=now or timezone.now()
     )
@@ -155,9 +153,7 @@ def heartbeat(
     return _owned(task_id, fence).update(**changes) == 1
 
 
-def complete(
-    task_id: int, fence: int, *, result: Any = None, cost: float = 0, now: datetime | None = None
-) -> bool:
+def complete(task_id: int, fence: int, *, result: Any = None, cost: float = 0, now: datetime | None = None) -> bool:
     """Mark the task succeeded, in the caller's transaction; False when fenced out."""
     now = now or timezone.now()
     done = (
@@ -192,9 +188,7 @@ def fail(
     out_of_attempts = When(attempts__gte=F("max_attempts"), then=Value(TaskStatus.DEAD))
     with transaction.atomic():
         changed = _owned(task_id, fence).update(
-            status=Case(out_of_attempts, default=Value(TaskStatus.PENDING))
-            if retryable
-            else Value(TaskStatus.DEAD),
+            status=Case(out_of_attempts, default=Value(TaskStatus.PENDING)) if retryable else Value(TaskStatus.DEAD),
             run_after=now + timedelta(seconds=delay) if retryable else F("run_after"),
             last_error=error[:10000],
             lease_expires_at=None,

@@ -88,9 +88,7 @@ class TaskContext:
 
     def emit(self, event_type: str, payload: dict[str, Any], version: int = 1) -> None:
         """Record an event in this task's transaction; its subscribers' tasks come with it."""
-        events.emit(
-            event_type, payload, correlation_id=self.correlation_id, version=version, source_task=self.task
-        )
+        events.emit(event_type, payload, correlation_id=self.correlation_id, version=version, source_task=self.task)
 
     def heartbeat(self, checkpoint: Any = lifecycle.UNSET) -> None:
         """Extend the lease, and save a checkpoint that survives this attempt's rollback."""

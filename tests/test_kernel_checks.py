@@ -54,14 +54,10 @@ def test_a_model_written_by_two_agents_is_refused():
 def test_an_event_nobody_hears_must_be_marked_terminal():
     reg = Registry()
     reg.register(agent("alpha", "a1", emits=frozenset({"alpha.shouted"})))
-    assert messages(reg) == [
-        "agent 'alpha' emits 'alpha.shouted', which has no subscriber and is not marked terminal"
-    ]
+    assert messages(reg) == ["agent 'alpha' emits 'alpha.shouted', which has no subscriber and is not marked terminal"]
 
     reg.agents.clear()
-    reg.register(
-        agent("alpha", "a1", emits=frozenset({"alpha.shouted"}), terminal_events=frozenset({"alpha.shouted"}))
-    )
+    reg.register(agent("alpha", "a1", emits=frozenset({"alpha.shouted"}), terminal_events=frozenset({"alpha.shouted"})))
     assert messages(reg) == []
 
 

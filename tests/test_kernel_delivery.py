@@ -84,9 +84,7 @@ def test_a_reclaimed_long_task_resumes_from_its_checkpoint(start_worker, start_b
     doomed = start_worker(["agent.testkit"])
     start_beat()
     start_worker(["orchestration"], name="maintenance")
-    task, _ = enqueue(
-        "testkit", "long_job", {"key": "long", "steps": 8, "step_seconds": 0.4}, idempotency_key="long"
-    )
+    task, _ = enqueue("testkit", "long_job", {"key": "long", "steps": 8, "step_seconds": 0.4}, idempotency_key="long")
     wait_until(lambda: StepLog.objects.filter(key="long").count() >= 3, what="three steps done")
 
     doomed.kill()

@@ -212,9 +212,7 @@ def test_two_overlapping_runs_of_a_sweep_leave_what_one_run_leaves(sweep, redis_
     now = timezone.now()
     past = now - timedelta(days=60)
     for i in range(30):
-        task, _ = enqueue(
-            "testkit", "record", {"key": f"s{i}"}, idempotency_key=f"sweep-{i}", ttl_seconds=3600
-        )
+        task, _ = enqueue("testkit", "record", {"key": f"s{i}"}, idempotency_key=f"sweep-{i}", ttl_seconds=3600)
         if sweep == "reclaim":
             lifecycle.claim(task.pk, worker="gone")
             AgentTask.objects.filter(pk=task.pk).update(lease_expires_at=past)
