@@ -45,9 +45,7 @@ else:
     ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
     from settings import localservers
 
-    DATABASE_URL = (
-        envurl("DATABASE_URL", {"postgres", "postgresql"}, "") or localservers.ensure_database_url()
-    )
+    DATABASE_URL = envurl("DATABASE_URL", {"postgres", "postgresql"}, "") or localservers.ensure_database_url()
     REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"}, "") or localservers.ensure_redis_url()
 
 INSTALLED_APPS = [
