@@ -32,8 +32,16 @@ demo: venv
 	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py demo $(DEMO_ARGS)'
 
+# Flower is never open: without FLOWER_BASIC_AUTH (user:password) this run gets a fresh password.
 up: venv
-	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
+	@if [ -z "$$FLOWER_BASIC_AUTH" ]; then \
+		FLOWER_BASIC_AUTH="operator:$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(18))')"; \
+		printf '\n    Flower  http://127.0.0.1:5555  user: operator  password: %s\n' "$${FLOWER_BASIC_AUTH#operator:}"; \
+		printf '    (a new password each run; set FLOWER_BASIC_AUTH=user:password to choose one)\n'; \
+		printf '    Admin   http://127.0.0.1:8000/admin/  user: operator\n\n'; \
+	fi; \
+	export FLOWER_BASIC_AUTH LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev; \
+	exec $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py ensure_operator && exec $(BIN)/honcho start -f Procfile'
 
 servers-start: venv

@@ -126,6 +126,14 @@ def process_command_line(pid: int) -> str:
         return ""
 
 
+def process_start_time(pid: int) -> str:
+    """When the process started (clock ticks since boot): tells a live pid from a reused one."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def processes_in_group(pgid: int) -> list[int]:
     """Live processes whose process group is ``pgid`` (a killed leader's orphans)."""
     members = []
@@ -418,12 +426,8 @@ class PostgresServer(Server):
     def create_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(
-            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
-        ) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]
-            ).fetchone()
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as connection:
+            exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
@@ -517,6 +521,29 @@ class LocalServers:
             self.redis.stop()
             self.postgres.stop()
 
+    @property
+    def runs_dir(self) -> Path:
+        return self.run_dir / "runs"
+
+    def attach(self) -> None:
+        """Count this process among the runs using the servers (``make up`` and ``make demo``
+        side by side share them): the last run to ``detach`` stops them."""
+        with self.lock():
+            self.runs_dir.mkdir(exist_ok=True)
+            (self.runs_dir / str(os.getpid())).write_text(process_start_time(os.getpid()))
+
+    def detach(self) -> bool:
+        """Leave; stop the servers unless another live run still uses them. Says whether it stopped them."""
+        with self.lock():
+            (self.runs_dir / str(os.getpid())).unlink(missing_ok=True)
+            for entry in self.runs_dir.glob("*"):
+                if run_is_alive(entry):
+                    return False
+                entry.unlink(missing_ok=True)  # a run that died without leaving
+            self.redis.stop()
+            self.postgres.stop()
+        return True
+
     def environment(self) -> dict[str, str]:
         return {"DATABASE_URL": self.postgres.url(), "REDIS_URL": self.redis.url()}
 
@@ -525,6 +552,15 @@ class LocalServers:
             "postgres": f"running on {self.postgres.url()}" if self.postgres.is_running() else "stopped",
             "redis": f"running on {self.redis.url()}" if self.redis.is_running() else "stopped",
         }
+
+
+def run_is_alive(entry: Path) -> bool:
+    """A run's entry names its pid and holds its start time, so a reused pid does not count."""
+    try:
+        pid = int(entry.name)
+        return pid_is_alive(pid) and entry.read_text() == process_start_time(pid)
+    except (OSError, ValueError):
+        return False
 
 
 def ensure_database_url() -> str:
@@ -536,26 +572,38 @@ def ensure_redis_url() -> str:
 
 
 def run_with_servers(command: list[str]) -> int:
-    """Start the servers the environment does not name, run ``command`` with their URLs, stop them."""
+    """Start the servers the environment does not name, run ``command`` with their URLs, stop them.
+
+    Ctrl-C or SIGTERM at any moment, even while the servers start, ends the command and then
+    the servers, which run in their own session where the terminal's Ctrl-C does not reach.
+    """
     servers = LocalServers()
-    started = servers.start(
-        postgres=not os.environ.get("DATABASE_URL"), redis=not os.environ.get("REDIS_URL")
-    )
-    environment = {**os.environ, **started}
-    child = subprocess.Popen(command, env=environment)
+    needed = {"postgres": not os.environ.get("DATABASE_URL"), "redis": not os.environ.get("REDIS_URL")}
+    child: subprocess.Popen | None = None
 
     def forward(signum, _frame):
+        if child is None:
+            raise KeyboardInterrupt  # still starting: stop what has started
         with contextlib.suppress(ProcessLookupError):
             child.send_signal(signum)
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if any(needed.values()):
+            servers.attach()
+        child = subprocess.Popen(command, env={**os.environ, **servers.start(**needed)})
         return child.wait()
+    except KeyboardInterrupt:
+        print("localservers: interrupted while starting the servers", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            child.wait(timeout=60)
-        servers.stop()
+        # A second Ctrl-C must not cut the stop short and leave servers behind.
+        for signum in previous:
+            signal.signal(signum, signal.SIG_IGN)
+        if any(needed.values()) and not servers.detach():
+            print(f"localservers: {servers.run_dir} is still used by another run", file=sys.stderr)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: list[str]) -> int:

@@ -30,9 +30,7 @@ class Command(BaseCommand):
         generated = "" if password else secrets.token_urlsafe(18)
         try:
             with transaction.atomic():
-                User.objects.create_superuser(
-                    **{User.USERNAME_FIELD: USERNAME}, password=password or generated
-                )
+                User.objects.create_superuser(**{User.USERNAME_FIELD: USERNAME}, password=password or generated)
         except IntegrityError:
             # Another process created it between our look and our insert.
             self.stdout.write(f"superuser '{USERNAME}' exists; its password is unchanged")
