@@ -1,10 +1,13 @@
 """Importing this module registers every agent and the routing table with the kernel."""
 
 from agents import fulfillment, inventory, notification, order, payment
+from orchestration.budgets import BUDGET_EVENT
 from orchestration.registry import subscribe
 
 for event in order.HEARS:
     subscribe(event, order.NAME, "advance")
+
+subscribe(BUDGET_EVENT, order.NAME, "stop_for_budget")
 
 subscribe("order.placed", inventory.NAME, "reserve_stock")
 subscribe("order.payment_confirmed", inventory.NAME, "commit_stock")

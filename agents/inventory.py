@@ -43,7 +43,7 @@ definition = register(
         operations=(
             Operation("reserve_stock", reserve),
             Operation("commit_stock", commit),
-            Operation("release_stock", release),
+            Operation("release_stock", release, compensation=True),
             Operation("expire_reservation", expire),
         ),
         emits=frozenset({"inventory.reserved", "inventory.out_of_stock", "inventory.expired"}),

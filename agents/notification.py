@@ -36,7 +36,8 @@ definition = register(
     AgentDefinition(
         name=NAME,
         responsibility="Delivers customer messages through the configured channels.",
-        operations=(Operation("notify", notify, dependency="provider", max_attempts=10),),
+        # Compensation: the customer hears how the order ended even when its budget is spent.
+        operations=(Operation("notify", notify, dependency="provider", max_attempts=10, compensation=True),),
         writes=frozenset({"orders.CustomerNotification"}),
         must_not=("change an order's state",),
     )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from orchestration.registry import AgentDefinition, Operation, register
 from orders.actions import apply_transition
-from orders.states import OrderState
+from orders.models import Order
+from orders.states import TERMINAL_STATES, OrderState
 
 NAME = "order"
 
@@ -48,11 +49,29 @@ def advance(context) -> dict:
     return {"state": order.state}
 
 
+def stop(context) -> dict:
+    """The kernel stopped this order's workflow (budget spent): cancel it and compensate."""
+    order_id = context.payload.get("order_id")
+    if order_id is None:
+        return {"ignored": "not an order's workflow"}
+    order = Order.objects.only("state").get(pk=order_id)
+    if order.state in TERMINAL_STATES or order.state == OrderState.SHIPPED:
+        return {"ignored": order.state}
+    order = apply_transition(
+        order_id, "budget.exceeded", agent=NAME, task_id=context.task_id, detail=context.payload.get("reason", "")
+    )
+    context.emit("order.cancelled", {"order_id": order_id, "reason": order.reason})
+    return {"state": order.state}
+
+
 definition = register(
     AgentDefinition(
         name=NAME,
         responsibility="Advances each order through its state machine.",
-        operations=(Operation("advance", advance, max_attempts=5),),
+        operations=(
+            Operation("advance", advance, max_attempts=5),
+            Operation("stop_for_budget", stop, max_attempts=10, compensation=True),
+        ),
         emits=frozenset(
             {
                 "order.payment_requested",

@@ -66,7 +66,7 @@ definition = register(
         responsibility="Moves customers' money through the payment gateway.",
         operations=(
             Operation("charge", charge, dead_event="payment.failed", dependency="gateway", max_attempts=5),
-            Operation("refund", refund, dependency="gateway", max_attempts=20),
+            Operation("refund", refund, dependency="gateway", max_attempts=20, compensation=True),
         ),
         emits=frozenset({"payment.charged", "payment.declined", "payment.failed", "payment.refunded"}),
         terminal_events=frozenset({"payment.refunded"}),

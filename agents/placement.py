@@ -5,8 +5,10 @@ Used by the HTTP API, the demo and the load test.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import transaction
 
+from orchestration.backpressure import refuse_when_backlogged
 from orchestration.enqueue import new_correlation_id
 from orchestration.events import emit
 from orders.actions import Line, create_order
@@ -21,8 +23,12 @@ def place_order(
     correlation_id: str = "",
 ) -> tuple[Order, bool]:
     """Accept the order and start its workflow; (order, created). The same key returns
-    the same order; the same key with a different body raises IdempotencyKeyReused."""
+    the same order; the same key with a different body raises IdempotencyKeyReused;
+    a backlog past BACKPRESSURE_MAX_PENDING raises orchestration.backpressure.Overloaded."""
     lines = [item if isinstance(item, Line) else Line(sku=item[0], quantity=item[1]) for item in items]
+    if not Order.objects.filter(idempotency_key=idempotency_key).exists():
+        # A repeat of an accepted order is always answered; new work waits for the backlog.
+        refuse_when_backlogged("inventory", "reserve_stock", settings.BACKPRESSURE_MAX_PENDING)
     with transaction.atomic():
         order, created = create_order(
             customer,

@@ -24,27 +24,31 @@ def after_commit(callback: Callable[[], None]) -> None:
     transaction.on_commit(callback, robust=True)
 
 
-def publish_on_commit(task_id: int, agent: str, correlation_id: str = "") -> None:
-    after_commit(lambda: publish(task_id, agent, correlation_id))
+def publish_on_commit(task_id: int, agent: str, operation: str = "", correlation_id: str = "") -> None:
+    after_commit(lambda: publish(task_id, agent, operation, correlation_id))
 
 
-def publish(task_id: int, agent: str, correlation_id: str = "") -> bool:
+def lease_for(agent: str, operation: str) -> int:
+    """The lease of one attempt of this operation (the kernel's default when unset)."""
+    declared = registry.operation(agent, operation)
+    return (declared.lease_seconds if declared else None) or kernel_settings().default_lease_seconds
+
+
+def publish(task_id: int, agent: str, operation: str = "", correlation_id: str = "") -> bool:
     """Send the message now. A failure is logged, not raised: the sweep will send it again."""
     from celery import current_app
 
     definition = registry.agent(agent)
     queue = definition.queue if definition else f"agent.{agent}"
-    lease = kernel_settings().default_lease_seconds
-    if definition is not None:
-        leases = [op.lease_seconds for op in definition.operations if op.lease_seconds]
-        lease = max([lease, *leases])
+    lease = lease_for(agent, operation)
     try:
         current_app.send_task(
             RUN_AGENT_TASK,
             kwargs={"task_id": task_id},
             queue=queue,
             headers={"correlation_id": correlation_id},
-            # Celery's limits follow the lease, so a worker stops before someone else may own the task.
+            # Celery's limits follow the lease: an overrun raises SoftTimeLimitExceeded in the
+            # handler (a retryable failure) before anyone else may own the task.
             soft_time_limit=lease,
             time_limit=lease + kernel_settings().hard_limit_grace_seconds,
             ignore_result=True,

@@ -72,5 +72,5 @@ def enqueue(
                 f"({task.agent}.{task.operation}), not {agent}.{operation}"
             )
         if created and task.run_after <= now:
-            publish_on_commit(task.pk, agent, task.correlation_id)
+            publish_on_commit(task.pk, agent, operation, task.correlation_id)
     return task, created

@@ -233,6 +233,18 @@ def record_fenced_out(task_id: int, fence: int, now: datetime | None = None) -> 
     )
 
 
+def cancel_claimed(task_id: int, fence: int, *, reason: str, now: datetime | None = None) -> bool:
+    """Withdraw a claimed task without running it (its workflow was stopped)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        changed = _owned(task_id, fence).update(
+            status=TaskStatus.CANCELLED, last_error=reason, lease_expires_at=None, finished_at=now, updated_at=now
+        )
+        if changed == 1:
+            _finish_attempt(task_id, fence, AttemptStatus.FAILED, reason, now)
+        return changed == 1
+
+
 def cancel(task_id: int, *, reason: str = "cancelled", now: datetime | None = None) -> bool:
     """Withdraw a pending task. A claimed or finished one is not touched."""
     now = now or timezone.now()
@@ -260,5 +272,5 @@ def replay(task_id: int, *, now: datetime | None = None) -> bool:
             updated_at=now,
         )
         if changed == 1 and task is not None:
-            publish_on_commit(task_id, task.agent, task.correlation_id)
+            publish_on_commit(task_id, task.agent, task.operation, task.correlation_id)
         return changed == 1

@@ -165,3 +165,19 @@ class Worker(models.Model):
         now = now or timezone.now()
         timeout = timeout_seconds or kernel_settings().worker_gone_after_seconds
         return self.stopped_at is None and (now - self.last_seen_at).total_seconds() <= timeout
+
+
+class WorkflowBudget(models.Model):
+    """Steps and cost spent by one workflow (one correlation id), against its caps."""
+
+    correlation_id = models.CharField(max_length=64, unique=True)
+    steps = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+    max_steps = models.PositiveIntegerField()
+    max_cost = models.DecimalField(max_digits=14, decimal_places=4)
+    exceeded_at = models.DateTimeField(null=True, blank=True)
+    exceeded_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"budget of {self.correlation_id}: {self.steps}/{self.max_steps} steps, {self.cost}/{self.max_cost}"

@@ -28,6 +28,9 @@ class Operation:
     # Emitted when a task of this operation goes dead, so the owning workflow compensates.
     dead_event: str | None = None
     dependency: str | None = None  # the outside dependency it calls, for guards
+    # Gives back what the workflow took (release, refund, tell the customer): it runs
+    # even when the workflow's budget is spent, and does not count against it.
+    compensation: bool = False
 
 
 @dataclass(frozen=True)

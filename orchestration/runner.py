@@ -17,7 +17,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import OperationalError, transaction
 
-from orchestration import events, lifecycle
+from orchestration import budgets, events, guards, lifecycle
 from orchestration.autonomous import run_autonomously
 from orchestration.conf import kernel_settings
 from orchestration.errors import (
@@ -126,6 +126,7 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         return _fail(claimed, f"no handler registered for {claimed.agent}.{claimed.operation}", False)
 
     context = TaskContext(claimed, operation)
+    admission = None
     try:
         if claimed.payload_version not in operation.payload_versions:
             accepted = sorted(operation.payload_versions)
@@ -133,10 +134,22 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
                 f"{claimed.agent}.{claimed.operation} accepts payload versions {accepted}, "
                 f"not {claimed.payload_version}"
             )
+        admission = guards.admit(
+            agent=claimed.agent,
+            dependency=operation.dependency,
+            holder=f"{claimed.pk}:{claimed.fence}",
+            lease_seconds=lease,
+        )
         with transaction.atomic():
+            if not operation.compensation:
+                budgets.spend_step(claimed.correlation_id)
             result = operation.handler(context)
+            budgets.add_cost(claimed.correlation_id, context.cost)
             if not lifecycle.complete(claimed.pk, claimed.fence, result=result, cost=context.cost):
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
+        admission.record(ok=True)
+    except budgets.BudgetExceeded as error:
+        return _stop_for_budget(claimed, str(error))
     except LeaseLost as error:
         logger.warning("%s; effects rolled back", error)
         lifecycle.record_fenced_out(claimed.pk, claimed.fence)
@@ -145,12 +158,34 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         lifecycle.defer(claimed.pk, claimed.fence, run_after=deferral.run_after, reason=deferral.reason)
         return "deferred"
     except RETRYABLE_ERRORS as error:
+        if admission is not None:
+            admission.record(ok=False)  # the dependency failed us: the breaker counts it
         return _fail(claimed, _describe(error), True)
     except PermanentError as error:
         return _fail(claimed, _describe(error), False)
     except Exception as error:
         return _fail(claimed, _describe(error) + "\n" + traceback.format_exc(limit=20), False)
+    finally:
+        if admission is not None:
+            admission.release()
     return "succeeded"
+
+
+def _stop_for_budget(task: AgentTask, reason: str) -> str:
+    """Do not run the step; tell the workflow once, so its owner stops and compensates."""
+    with transaction.atomic():
+        if not lifecycle.cancel_claimed(task.pk, task.fence, reason=f"budget exceeded: {reason}"):
+            return "fenced-out"
+        if budgets.mark_exceeded(task.correlation_id, reason):
+            events.emit(
+                budgets.BUDGET_EVENT,
+                {**task.payload, "reason": f"budget exceeded: {reason}"},
+                correlation_id=task.correlation_id,
+                version=task.payload_version,
+                source_task=task,
+            )
+    logger.warning("workflow %s stopped: %s", task.correlation_id, reason)
+    return "over-budget"
 
 
 def _fail(task: AgentTask, error: str, retryable: bool) -> str:

@@ -37,11 +37,11 @@ def reclaim_expired_leases(now: datetime | None = None, limit: int | None = None
             reclaims = t.reclaims + 1, updated_at = %(now)s
         FROM ({_locked_batch("status = 'claimed' AND lease_expires_at < %(now)s")}) AS expired
         WHERE t.id = expired.id
-        RETURNING t.id, t.fence, t.status, t.agent, t.correlation_id
+        RETURNING t.id, t.fence, t.status, t.agent, t.operation, t.correlation_id
     """
     with transaction.atomic():
         rows = _fetch(sql, params)
-        for task_id, fence, _status, _agent, _correlation in rows:
+        for task_id, fence, *_rest in rows:
             TaskAttempt.objects.filter(task_id=task_id, fence=fence, status=AttemptStatus.RUNNING).update(
                 status=AttemptStatus.RECLAIMED, error="lease expired; task reclaimed", finished_at=now
             )
@@ -59,7 +59,7 @@ def expire_overdue_tasks(now: datetime | None = None, limit: int | None = None) 
             last_error = 'expired: still pending when its TTL ran out at ' || t.expires_at
         FROM ({_locked_batch("status = 'pending' AND expires_at IS NOT NULL AND expires_at <= %(now)s")}) AS o
         WHERE t.id = o.id
-        RETURNING t.id, t.fence, t.status, t.agent, t.correlation_id
+        RETURNING t.id, t.fence, t.status, t.agent, t.operation, t.correlation_id
     """
     with transaction.atomic():
         rows = _fetch(sql, params)
@@ -85,7 +85,7 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
         UPDATE {TABLE} AS t SET dispatched_at = %(now)s
         FROM ({_locked_batch(ready)}) AS r
         WHERE t.id = r.id
-        RETURNING t.id, t.fence, t.status, t.agent, t.correlation_id
+        RETURNING t.id, t.fence, t.status, t.agent, t.operation, t.correlation_id
     """
     with transaction.atomic():
         rows = _fetch(sql, params)
@@ -126,9 +126,9 @@ def _fetch(sql: str, params: dict) -> list[tuple]:
 
 def _after_sweep(rows: list[tuple]) -> None:
     """Publish the tasks that went back to pending; tell owners about the dead ones."""
-    dead_ids = [task_id for task_id, _fence, status, _agent, _corr in rows if status == "dead"]
+    dead_ids = [task_id for task_id, _fence, status, *_rest in rows if status == "dead"]
     for task in AgentTask.objects.filter(id__in=dead_ids):
         emit_dead_event(task)
-    for task_id, _fence, status, agent, correlation_id in rows:
+    for task_id, _fence, status, agent, operation, correlation_id in rows:
         if status == "pending":
-            publish_on_commit(task_id, agent, correlation_id)
+            publish_on_commit(task_id, agent, operation, correlation_id)

@@ -17,6 +17,7 @@ from settings.env import (
     envbool,
     envfloat,
     envint,
+    envjson,
     envlist,
     envstr,
     envurl,
@@ -189,3 +190,25 @@ EXTRA_PERIODIC_JOBS = [("agents.expire_reservations", 5, 5, "orchestration")]
 RESERVATION_TTL_SECONDS = envint("RESERVATION_TTL_SECONDS", 15 * 60, minimum=1)
 ORDER_MAX_LINES = envint("ORDER_MAX_LINES", 20, minimum=1)
 ORDER_MAX_QUANTITY = envint("ORDER_MAX_QUANTITY", 100, minimum=1)
+
+# Guards, shared by the fleet (state in Redis). GUARD_LIMITS (JSON) replaces the defaults:
+# {"breakers": {dep: {failures, window_seconds, cooldown_seconds, successes}},
+#  "concurrency": {"agent:<name>" | "dependency:<name>": slots},
+#  "rates": {dep: [calls per second, burst]}}
+GUARD_LIMITS = envjson(
+    "GUARD_LIMITS",
+    {
+        "breakers": {
+            "gateway": {"failures": 20, "window_seconds": 30, "cooldown_seconds": 10, "successes": 2},
+            "carrier": {"failures": 20, "window_seconds": 30, "cooldown_seconds": 10, "successes": 2},
+            "provider": {"failures": 20, "window_seconds": 30, "cooldown_seconds": 10, "successes": 2},
+        },
+        "concurrency": {"dependency:gateway": 16, "dependency:carrier": 16},
+        "rates": {},
+    },
+)
+if not isinstance(GUARD_LIMITS, dict) or set(GUARD_LIMITS) - {"breakers", "concurrency", "rates"}:
+    raise ConfigurationError("GUARD_LIMITS must be a JSON object with keys breakers, concurrency, rates")
+WORKFLOW_MAX_STEPS = envint("WORKFLOW_MAX_STEPS", 50, minimum=1)
+WORKFLOW_MAX_COST = envfloat("WORKFLOW_MAX_COST", 100.0)
+BACKPRESSURE_MAX_PENDING = envint("BACKPRESSURE_MAX_PENDING", 5000, minimum=1)

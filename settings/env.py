@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from urllib.parse import urlparse
 
@@ -77,3 +78,13 @@ def envurl(name: str, schemes: set[str], default: object = _UNSET) -> str:
     if not (parsed.hostname or "host=" in parsed.query or parsed.path.startswith("/")):
         raise ConfigurationError(f"{name} names no host: {value!r}")
     return value
+
+
+def envjson(name: str, default: object) -> object:
+    value = os.environ.get(name, "").strip()
+    if value == "":
+        return default
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ConfigurationError(f"{name} must be JSON: {error}") from None

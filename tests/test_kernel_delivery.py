@@ -54,8 +54,8 @@ def test_the_same_message_delivered_twice_runs_the_task_once(start_worker):
     start_worker(["agent.testkit"], concurrency=2)
     task, _ = enqueue("testkit", "record", {"key": "twice", "sleep": 0.5}, idempotency_key="twice")
 
-    publish(task.pk, "testkit")  # a duplicate, as a redelivery would make
-    publish(task.pk, "testkit")
+    publish(task.pk, "testkit", "record")  # a duplicate, as a redelivery would make
+    publish(task.pk, "testkit", "record")
 
     wait_until(lambda: task_status(task.pk) == TaskStatus.SUCCEEDED)
     time.sleep(1)  # let the duplicates arrive and be turned away

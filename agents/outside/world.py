@@ -93,7 +93,13 @@ def _first_call(service: str, key: str) -> bool:
     return redis_client().incr(f"outside:calls:{service}:{key}") == 1
 
 
+def calls(service: str) -> int:
+    """How many calls reached the service (for tests and load runs)."""
+    return int(redis_client().get(f"outside:calls_total:{service}") or 0)
+
+
 def _enter(service: str, key: str, tags: str) -> Behaviour:
+    redis_client().incr(f"outside:calls_total:{service}")
     current = behaviour(service)
     delay = current.latency_ms / 1000
     if "+slowpay" in tags and service == "gateway":

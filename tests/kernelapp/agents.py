@@ -6,7 +6,9 @@ import os
 import time
 
 from orchestration.autonomous import run_autonomously
+from orchestration.budgets import BUDGET_EVENT
 from orchestration.errors import PermanentError, RetryableError
+from orchestration.guards import redis_client
 from orchestration.registry import AgentDefinition, Operation, register, subscribe
 from tests.kernelapp.models import Effect, StepLog
 
@@ -44,6 +46,57 @@ def heard(context) -> None:
 def heard_failure(context) -> None:
     Effect.objects.create(key=f"failed:{context.payload['key']}", pid=os.getpid(), attempt=context.attempt)
 
+
+def call_widget(context) -> None:
+    """A call to the simulated dependency "widget": it logs when each call starts and
+    ends, so a test can measure how many ran at once, and fails while told to."""
+    client = redis_client()
+    client.incr("widget:calls")
+    if client.get("widget:failing") == "1":
+        raise RetryableError("widget is down")
+    client.rpush("widget:log", f"start {context.task_id} {time.time()}")
+    time.sleep(context.payload.get("sleep", 0))
+    client.rpush("widget:log", f"end {context.task_id} {time.time()}")
+
+
+def ping(context) -> None:
+    context.emit("kit.pinged", {"n": context.payload.get("n", 0) + 1})
+
+
+def pong(context) -> None:
+    context.emit("kit.ponged", {"n": context.payload.get("n", 0) + 1})
+
+
+def compensate(context) -> None:
+    Effect.objects.create(key=f"compensated:{context.correlation_id}", pid=os.getpid(), attempt=context.attempt)
+
+
+register(
+    AgentDefinition(
+        name="widgeteer",
+        responsibility="Calls the widget service.",
+        operations=(Operation("call_widget", call_widget, lease_seconds=3, max_attempts=10, dependency="widget"),),
+    )
+)
+register(
+    AgentDefinition(
+        name="pinger",
+        responsibility="Answers every pong with a ping.",
+        operations=(Operation("ping", ping), Operation("undo_loop", compensate, compensation=True)),
+        emits=frozenset({"kit.pinged"}),
+    )
+)
+register(
+    AgentDefinition(
+        name="ponger",
+        responsibility="Answers every ping with a pong.",
+        operations=(Operation("pong", pong),),
+        emits=frozenset({"kit.ponged"}),
+    )
+)
+subscribe("kit.pinged", "ponger", "pong")
+subscribe("kit.ponged", "pinger", "ping")
+subscribe(BUDGET_EVENT, "pinger", "undo_loop")
 
 register(
     AgentDefinition(
