@@ -16,7 +16,7 @@ from orchestration import budgets
 from orchestration.backpressure import Overloaded
 from orchestration.enqueue import enqueue
 from orchestration.guards import CircuitBreaker, Semaphore, TokenBucket, redis_client
-from orchestration.models import AgentTask, TaskStatus, WorkflowBudget
+from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
 from orders.models import Order, OrderTransition, Product
 from orders.states import TERMINAL_STATES, OrderState
 from tests.conftest import wait_until
@@ -190,3 +190,19 @@ def test_an_expensive_order_is_stopped_by_the_cost_cap_and_compensated(start_wor
         what="the refund",
     )
     wait_until(lambda: Product.objects.get(sku="GEM").reserved == 0, what="the stock back")
+
+
+def test_a_handler_that_overruns_its_lease_fails_and_retries_instead_of_staying_claimed(start_worker):
+    start_worker(["agent.testkit"])
+    # slow_record has a 3 s lease, so Celery's soft time limit for it is 3 s.
+    task, _ = enqueue("testkit", "slow_record", {"key": "overrun", "sleep": 20}, idempotency_key="overrun")
+
+    span = wait_until(
+        lambda: TaskAttempt.objects.filter(task=task, number=1).exclude(status=AttemptStatus.RUNNING).first(),
+        timeout=15,
+        what="the first attempt to end",
+    )
+    assert span.status == AttemptStatus.RETRYING and "SoftTimeLimitExceeded" in span.error
+    task.refresh_from_db()
+    assert task.status in {TaskStatus.PENDING, TaskStatus.CLAIMED} and task.attempts >= 1
+    assert not Effect.objects.filter(key="overrun").exists()  # the overrun's effects rolled back
