@@ -7,6 +7,7 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db.models import Count
@@ -28,7 +29,7 @@ class Mix:
     shipfail: float = 0.02
 
 
-def seed_catalogue(run: str, products: int = 8, scarce: int = 2, stock: int = 10_000, scarce_stock: int = 40):
+def seed_catalogue(run: str, products: int = 8, scarce: int = 2, stock: int = 10_000, scarce_stock: int = 300):
     """Products for this run; the first ``scarce`` ones run out during the run."""
     catalogue = []
     for index in range(products):
@@ -77,14 +78,15 @@ def terminal_count(order_ids: list[int]) -> int:
     return Order.objects.filter(pk__in=order_ids, state__in=TERMINAL_STATES).count()
 
 
-def wait_until_quiet(timeout: float) -> bool:
-    """No task claimed and none pending-and-ready: the workflow has nothing left to do."""
+def wait_until_quiet(timeout: float, horizon_seconds: float = 600) -> bool:
+    """Nothing claimed and nothing pending that is due within the horizon: tasks deferred by a
+    guard or backing off are still work to wait for, not quiet."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = timezone.now()
+        horizon = timezone.now() + timedelta(seconds=horizon_seconds)
         busy = (
             AgentTask.objects.filter(status=TaskStatus.CLAIMED).exists()
-            or AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now).exists()
+            or AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=horizon).exists()
         )
         if not busy:
             return True

@@ -60,7 +60,8 @@ class Command(BaseCommand):
                     time.sleep(0.5)
                 done.update(finished - done.n)
             elapsed = time.monotonic() - started
-            workload.wait_until_quiet(timeout=60)
+            if not workload.wait_until_quiet(timeout=180):
+                self.stderr.write("the system did not become quiet within 180 s; the check below will say why")
         finally:
             for process in fleet:
                 process.stop()
