@@ -12,6 +12,7 @@ from collections.abc import Callable
 from django.db import transaction
 
 from orchestration.conf import kernel_settings
+from orchestration.logging import CORRELATION_HEADER
 from orchestration.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def publish(task_id: int, agent: str, operation: str = "", correlation_id: str =
             RUN_AGENT_TASK,
             kwargs={"task_id": task_id},
             queue=queue,
-            headers={"correlation_id": correlation_id},
+            headers={CORRELATION_HEADER: correlation_id},
             # Celery's limits follow the lease: an overrun raises SoftTimeLimitExceeded in the
             # handler (a retryable failure) before anyone else may own the task.
             soft_time_limit=lease,

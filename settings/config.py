@@ -170,13 +170,22 @@ CELERY_TIMEZONE = TIME_ZONE
 # Flower: basic auth from the environment, on loopback unless told otherwise.
 FLOWER_BASIC_AUTH = envstr("FLOWER_BASIC_AUTH", "")
 
+# Log lines carry the correlation id (and, in agent work, the agent, task id and attempt):
+# JSON objects one per line in production, readable lines otherwise (orchestration.logging).
+LOG_FORMAT = envstr("LOG_FORMAT", "json" if PRODUCTION else "text")
+if LOG_FORMAT not in {"json", "text"}:
+    raise ConfigurationError(f"LOG_FORMAT must be 'json' or 'text', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"log_context": {"()": "orchestration.logging.ContextFilter"}},
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "orchestration.logging.ReadableFormatter"},
+        "json": {"()": "orchestration.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["log_context"]},
+    },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
