@@ -27,6 +27,8 @@ from orchestration.errors import (
     RetryableError,
     UnsupportedPayloadVersion,
 )
+from orchestration.logging import bind_log_context
+from orchestration.metrics import observed_run
 from orchestration.models import AgentTask
 from orchestration.registry import Operation, registry
 
@@ -108,6 +110,7 @@ class TaskContext:
         self.cost += Decimal(str(units))
 
 
+@observed_run
 def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str:
     """Run one task if we can claim it. Returns what happened, for logs and tests."""
     worker = worker or worker_name()
@@ -122,6 +125,9 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         logger.debug("task %s not claimable (taken, finished or not ready)", task_id)
         return "not-claimed"
     claimed = claim.task
+    bind_log_context(
+        correlation_id=claimed.correlation_id, agent=claimed.agent, task_id=claimed.pk, attempt=claimed.attempts
+    )
     if operation is None:
         return _fail(claimed, f"no handler registered for {claimed.agent}.{claimed.operation}", False)
 

@@ -71,6 +71,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "orchestration.tracing.CorrelationIdMiddleware",
 ]
 
 ROOT_URLCONF = "settings.urls"
@@ -221,3 +222,12 @@ if not isinstance(GUARD_LIMITS, dict) or set(GUARD_LIMITS) - {"breakers", "concu
 WORKFLOW_MAX_STEPS = envint("WORKFLOW_MAX_STEPS", 50, minimum=1)
 WORKFLOW_MAX_COST = envfloat("WORKFLOW_MAX_COST", 100.0)
 BACKPRESSURE_MAX_PENDING = envint("BACKPRESSURE_MAX_PENDING", 5000, minimum=1)
+
+# Observability. Workers and the web process on one machine share PROMETHEUS_MULTIPROC_DIR
+# (empty it at each deploy) so /metrics adds up every process's counters.
+PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+METRICS_COLLECTORS = ["agents.metrics.OrderCollector"]  # the domain's numbers, by path
+STUCK_ORDER_AFTER_SECONDS = envint("STUCK_ORDER_AFTER_SECONDS", 300, minimum=1)
+STUCK_TASK_ATTEMPTS = envint("STUCK_TASK_ATTEMPTS", 3, minimum=1)
