@@ -22,7 +22,7 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-CONTEXT_FIELDS = ("correlation_id", "agent", "task_id", "attempt")
+CONTEXT_FIELDS = ("correlation_id", "agent", "operation", "task_id", "attempt")
 # The Celery message header that carries the correlation id. Not "correlation_id":
 # Celery keeps that name for its own reply correlation and overwrites it with the task id.
 CORRELATION_HEADER = "x_correlation_id"
@@ -95,14 +95,15 @@ class JsonFormatter(logging.Formatter):
 
 
 class ReadableFormatter(logging.Formatter):
-    """`time LEVEL logger [correlation agent task=N attempt=N] message`, for people at a terminal."""
+    """`time LEVEL logger [correlation agent.operation task=N attempt=N] message`, for people at a terminal."""
 
     def __init__(self, fmt: str | None = None, datefmt: str | None = None, style: str = "%", **kwargs: Any):
         super().__init__(fmt or "%(asctime)s %(levelname)s %(name)s %(_context)s%(message)s", datefmt, style, **kwargs)
 
     def format(self, record: logging.LogRecord) -> str:
         context = _context_of(record)
-        parts = [str(context.pop("correlation_id", "")), str(context.pop("agent", ""))]
+        work = ".".join(str(context.pop(name)) for name in ("agent", "operation") if name in context)
+        parts = [str(context.pop("correlation_id", "")), work]
         parts += [f"{name.removesuffix('_id')}={value}" for name, value in context.items()]
         shown = " ".join(part for part in parts if part)
         record._context = f"[{shown}] " if shown else ""

@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
-from orchestration import guards
+from orchestration import guards, otel
 from orchestration.logging import current_log_context, log_context
 from orchestration.models import AgentTask, TaskStatus
 from orchestration.registry import registry as agent_registry
@@ -91,14 +91,17 @@ def observe_attempt(agent: str | None, outcome: str, seconds: float) -> None:
 
 def observed_run(run: Callable[..., str]) -> Callable[..., str]:
     """Wraps runner.run_task: the run gets its own log context (the runner binds the
-    task to it once claimed), and its outcome is counted and timed under that agent."""
+    task to it once claimed), and its outcome is counted and timed under that agent
+    (and exported as a span when OpenTelemetry is on)."""
 
     @functools.wraps(run)
     def wrapper(*args: Any, **kwargs: Any) -> str:
         with log_context():
-            started = time.monotonic()
+            started, started_ns = time.monotonic(), time.time_ns()
             outcome = run(*args, **kwargs)
-            observe_attempt(current_log_context().get("agent"), outcome, time.monotonic() - started)
+            context = current_log_context()
+            observe_attempt(context.get("agent"), outcome, time.monotonic() - started)
+            otel.record_attempt(context, outcome, started_ns, time.time_ns())
             return outcome
 
     return wrapper

@@ -126,7 +126,11 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         return "not-claimed"
     claimed = claim.task
     bind_log_context(
-        correlation_id=claimed.correlation_id, agent=claimed.agent, task_id=claimed.pk, attempt=claimed.attempts
+        correlation_id=claimed.correlation_id,
+        agent=claimed.agent,
+        operation=claimed.operation,
+        task_id=claimed.pk,
+        attempt=claimed.attempts,
     )
     if operation is None:
         return _fail(claimed, f"no handler registered for {claimed.agent}.{claimed.operation}", False)

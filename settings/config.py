@@ -231,3 +231,8 @@ if PROMETHEUS_MULTIPROC_DIR:
 METRICS_COLLECTORS = ["agents.metrics.OrderCollector"]  # the domain's numbers, by path
 STUCK_ORDER_AFTER_SECONDS = envint("STUCK_ORDER_AFTER_SECONDS", 300, minimum=1)
 STUCK_TASK_ATTEMPTS = envint("STUCK_TASK_ATTEMPTS", 3, minimum=1)
+
+# OpenTelemetry export of task attempts, off unless set (orchestration.otel).
+OTEL_EXPORTER_OTLP_ENDPOINT = envstr("OTEL_EXPORTER_OTLP_ENDPOINT", "") or envstr(
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""
+)

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.outside import world
 from agents.placement import place_order
-from orchestration import runner
+from orchestration import otel, runner
 from orchestration.enqueue import enqueue
 from orchestration.logging import ContextFilter, JsonFormatter
 from orchestration.models import AgentTask, TaskStatus
@@ -267,6 +267,30 @@ def test_all_log_lines_of_an_order_are_selected_by_its_correlation_id_across_web
         for line in json_lines(worker.log())
         if line.get("correlation_id") == traceparent_id
     )
+
+
+def test_each_attempt_is_exported_as_a_span_in_the_trace_of_its_correlation_id(transactional_db, redis_client):
+    pytest.importorskip("opentelemetry.sdk")
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    otel.install(exporter, batch=False)
+    try:
+        correlation = uuid.uuid4().hex
+        done, _ = enqueue("testkit", "record", {"key": "ok"}, idempotency_key="ok", correlation_id=correlation)
+        refused, _ = enqueue(
+            "testkit", "record", {"key": "no", "permanent": True}, idempotency_key="no", correlation_id=correlation
+        )
+        assert [runner.run_task(done.pk), runner.run_task(refused.pk)] == ["succeeded", "dead"]
+    finally:
+        otel.install(None)
+
+    spans = exporter.get_finished_spans()
+    assert {span.context.trace_id for span in spans} == {int(correlation, 16)}
+    attempts = {(span.name, span.attributes["agent.task_id"], span.attributes["agent.outcome"]) for span in spans}
+    assert ("testkit.record", done.pk, "succeeded") in attempts and ("testkit.record", refused.pk, "dead") in attempts
+    assert all(span.end_time >= span.start_time for span in spans)
+    assert otel.trace_id_of("req-42") == otel.trace_id_of("req-42") != 0
 
 
 # --- Metrics -----------------------------------------------------------------------
