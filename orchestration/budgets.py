@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from orchestration.errors import PermanentError
@@ -70,8 +71,6 @@ def spend_step(correlation_id: str) -> None:
 
 def add_cost(correlation_id: str, units: Decimal) -> None:
     if units:
-        from django.db.models import F
-
         WorkflowBudget.objects.filter(correlation_id=correlation_id).update(cost=F("cost") + units)
 
 

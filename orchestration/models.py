@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from orchestration.conf import kernel_settings
+
 
 class TaskStatus(models.TextChoices):
     PENDING = "pending"  # waiting for run_after, then for a worker to claim it
@@ -160,8 +162,6 @@ class Worker(models.Model):
         return self.name
 
     def is_alive(self, now=None, timeout_seconds: int | None = None) -> bool:
-        from orchestration.conf import kernel_settings
-
         now = now or timezone.now()
         timeout = timeout_seconds or kernel_settings().worker_gone_after_seconds
         return self.stopped_at is None and (now - self.last_seen_at).total_seconds() <= timeout

@@ -7,6 +7,7 @@ after that they are editable in the admin like any other beat entry.
 from __future__ import annotations
 
 from django.apps import apps as global_apps
+from django.conf import settings
 from django.utils import timezone
 
 # (task name, every N seconds, expires after N seconds, queue)
@@ -16,6 +17,11 @@ PERIODIC_JOBS: list[tuple[str, int, int, str]] = [
     ("orchestration.expire_overdue_tasks", 10, 10, "orchestration"),
     ("orchestration.prune_finished_tasks", 3600, 600, "orchestration"),
 ]
+
+
+def all_periodic_jobs() -> list[tuple[str, int, int, str]]:
+    """The kernel's jobs and those the project adds in settings.EXTRA_PERIODIC_JOBS."""
+    return [*PERIODIC_JOBS, *getattr(settings, "EXTRA_PERIODIC_JOBS", [])]
 
 
 def install_periodic_jobs(jobs=None, apps=global_apps) -> int:

@@ -65,9 +65,3 @@ def _beat_forever() -> None:
         except Exception:  # the database may be restarting; try again next beat
             logger.warning("worker heartbeat failed", exc_info=True)
         time.sleep(interval)
-
-
-def gone_workers(now=None):
-    now = now or timezone.now()
-    cutoff = now - timezone.timedelta(seconds=kernel_settings().worker_gone_after_seconds)
-    return Worker.objects.filter(stopped_at__isnull=True, last_seen_at__lt=cutoff)

@@ -192,6 +192,9 @@ class Server:
     name: str
     run_dir: Path
 
+    binary_name = ""  # what the server's command line contains, to recognise our own process
+    stop_signal = signal.SIGTERM
+
     @property
     def home(self) -> Path:
         return self.run_dir / self.name
@@ -249,8 +252,6 @@ class Server:
     def owns(self, pid: int) -> bool:
         return pid_is_alive(pid) and self.binary_name in process_command_line(pid)
 
-    binary_name = ""
-
     def spawn(self, argv: list[str], user: str | None = None) -> int:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -297,8 +298,6 @@ class Server:
         stop_process_group(pid, self.stop_signal)
         self.pid_path.unlink(missing_ok=True)
         return True
-
-    stop_signal = signal.SIGTERM
 
 
 class PostgresServer(Server):

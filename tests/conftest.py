@@ -64,8 +64,7 @@ def start_worker(transactional_db, redis_client, tmp_path):
 
 @pytest.fixture
 def start_beat(transactional_db, tmp_path):
-    from orchestration.management.commands.install_schedules import all_periodic_jobs
-    from orchestration.schedules import install_periodic_jobs
+    from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 
     started: list[BeatProcess] = []
 

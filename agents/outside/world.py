@@ -21,11 +21,9 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
-import redis
-from django.conf import settings
-
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from orchestration.autonomous import run_autonomously
+from orchestration.guards import redis_client
 
 SLOWPAY_SECONDS = 3.0
 SERVICES = ("gateway", "carrier", "provider")
@@ -59,18 +57,6 @@ class Behaviour:
     refusal_rate: float = 0  # declines at the gateway, rejections at the carrier
 
 
-_client: redis.Redis | None = None
-_client_pid: int | None = None
-
-
-def redis_client() -> redis.Redis:
-    global _client, _client_pid
-    if _client is None or _client_pid != os.getpid():
-        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5)
-        _client_pid = os.getpid()
-    return _client
-
-
 def configure(service: str, **values: float) -> None:
     """Set a service's behaviour for every process (e.g. configure("gateway", transient_rate=0.1))."""
     allowed = set(Behaviour.__dataclass_fields__)
@@ -85,7 +71,7 @@ def configure(service: str, **values: float) -> None:
 
 def behaviour(service: str) -> Behaviour:
     raw = redis_client().hgetall(f"outside:{service}")
-    return Behaviour(**{name.decode(): float(value) for name, value in raw.items()})
+    return Behaviour(**{name: float(value) for name, value in raw.items()})
 
 
 def _first_call(service: str, key: str) -> bool:
@@ -123,36 +109,39 @@ def _reference(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
+def _record_once(model, key: str, defaults: dict, refusal: OutsideError | None = None):
+    """The service's ledger entry for this key: the one already there (a repeat is answered
+    as the first call was), or a new one written on its own connection, unless refused."""
+    existing = model.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        return existing
+    if refusal is not None:
+        raise refusal
+    entry, _ = run_autonomously(model.objects.get_or_create, idempotency_key=key, defaults=defaults)
+    return entry
+
+
 # --- The payment gateway ----------------------------------------------------------
 
 
 def charge(key: str, *, order_ref: str, amount: Decimal, customer: str) -> str:
     """Charge once per key; a repeated key returns the first charge's reference."""
     current = _enter("gateway", key, customer)
-    existing = GatewayEntry.objects.filter(idempotency_key=key).first()
-    if existing is None:
-        if "+decline" in customer or random.random() < current.refusal_rate:
-            raise Declined(f"card declined for {order_ref}")
-        existing, _ = run_autonomously(
-            GatewayEntry.objects.get_or_create,
-            idempotency_key=key,
-            defaults={
-                "order_ref": order_ref,
-                "kind": "charge",
-                "amount": amount,
-                "reference": _reference("ch"),
-            },
-        )
+    declined = "+decline" in customer or random.random() < current.refusal_rate
+    entry = _record_once(
+        GatewayEntry,
+        key,
+        {"order_ref": order_ref, "kind": "charge", "amount": amount, "reference": _reference("ch")},
+        refusal=Declined(f"card declined for {order_ref}") if declined else None,
+    )
     _leave("gateway", key, customer, current)
-    return existing.reference
+    return entry.reference
 
 
 def refund(key: str, *, order_ref: str, amount: Decimal) -> str:
     current = _enter("gateway", key, "")
-    entry, _ = run_autonomously(
-        GatewayEntry.objects.get_or_create,
-        idempotency_key=key,
-        defaults={"order_ref": order_ref, "kind": "refund", "amount": -amount, "reference": _reference("re")},
+    entry = _record_once(
+        GatewayEntry, key, {"order_ref": order_ref, "kind": "refund", "amount": -amount, "reference": _reference("re")}
     )
     _leave("gateway", key, "", current)
     return entry.reference
@@ -163,17 +152,15 @@ def refund(key: str, *, order_ref: str, amount: Decimal) -> str:
 
 def ship(key: str, *, order_ref: str, customer: str) -> str:
     current = _enter("carrier", key, customer)
-    existing = CarrierParcel.objects.filter(idempotency_key=key).first()
-    if existing is None:
-        if "+shipfail" in customer or random.random() < current.refusal_rate:
-            raise Rejected(f"carrier refused the parcel for {order_ref}")
-        existing, _ = run_autonomously(
-            CarrierParcel.objects.get_or_create,
-            idempotency_key=key,
-            defaults={"order_ref": order_ref, "reference": _reference("pcl")},
-        )
+    rejected = "+shipfail" in customer or random.random() < current.refusal_rate
+    parcel = _record_once(
+        CarrierParcel,
+        key,
+        {"order_ref": order_ref, "reference": _reference("pcl")},
+        refusal=Rejected(f"carrier refused the parcel for {order_ref}") if rejected else None,
+    )
     _leave("carrier", key, customer, current)
-    return existing.reference
+    return parcel.reference
 
 
 # --- The message provider ----------------------------------------------------------
@@ -181,15 +168,10 @@ def ship(key: str, *, order_ref: str, customer: str) -> str:
 
 def send_message(key: str, *, order_ref: str, kind: str, recipient: str) -> str:
     current = _enter("provider", key, recipient)
-    message, _ = run_autonomously(
-        ProviderMessage.objects.get_or_create,
-        idempotency_key=key,
-        defaults={
-            "order_ref": order_ref,
-            "kind": kind,
-            "recipient": recipient,
-            "reference": _reference("msg"),
-        },
+    message = _record_once(
+        ProviderMessage,
+        key,
+        {"order_ref": order_ref, "kind": kind, "recipient": recipient, "reference": _reference("msg")},
     )
     _leave("provider", key, recipient, current)
     return message.reference

@@ -13,7 +13,7 @@ from agents import workload
 from agents.outside import world
 from orchestration.fleet import BeatProcess, WorkerProcess
 from orchestration.registry import registry
-from orchestration.schedules import install_periodic_jobs
+from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 
 
 class Command(BaseCommand):
@@ -26,10 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every order to finish")
 
     def handle(self, *args, orders: int, workers: int, concurrency: int, timeout: float, **options):
-        from django.conf import settings
-
         run = time.strftime("demo%Y%m%d%H%M%S")
-        install_periodic_jobs([*settings.EXTRA_PERIODIC_JOBS])
+        install_periodic_jobs(all_periodic_jobs())
         world.configure("gateway", transient_rate=0.03)
         world.configure("carrier", transient_rate=0.02)
         world.configure("provider", transient_rate=0.02)

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from orchestration.schedules import install_periodic_jobs
+from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 
 
 class Command(BaseCommand):
@@ -9,11 +9,3 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         count = install_periodic_jobs(all_periodic_jobs())
         self.stdout.write(f"installed {count} periodic jobs")
-
-
-def all_periodic_jobs():
-    from django.conf import settings
-
-    from orchestration.schedules import PERIODIC_JOBS
-
-    return [*PERIODIC_JOBS, *getattr(settings, "EXTRA_PERIODIC_JOBS", [])]
