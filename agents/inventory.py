@@ -16,6 +16,8 @@ def reserve(context) -> dict:
     except OutOfStock as shortage:
         context.emit("inventory.out_of_stock", {"order_id": order_id, "reason": str(shortage)})
         return {"reserved": False, "sku": shortage.sku}
+    if not reservations:
+        return {"reserved": False, "skipped": "the order no longer waits for stock"}
     context.emit("inventory.reserved", {"order_id": order_id})
     return {"reserved": True, "lines": len(reservations)}
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
+from orchestration.events import emit
 from orchestration.registry import AgentDefinition, Operation, register
-from orders.actions import apply_transition
+from orders.actions import apply_transition, lock_order
 from orders.models import Order
 from orders.states import TERMINAL_STATES, OrderState
 
@@ -30,6 +33,10 @@ def advance(context) -> dict:
     def move(event: str, why: str = ""):
         return apply_transition(order_id, event, agent=NAME, task_id=context.task_id, detail=why)
 
+    if lock_order(order_id).state in TERMINAL_STATES:
+        # An operator or a budget ended the order while this event was on its way (a charge
+        # that landed just before the cancel, say). The cancel's compensation covers it.
+        return {"ignored": context.event_type}
     order = move(context.event_type, detail)
     if order.state == OrderState.INVENTORY_RESERVED:
         order = move("payment.requested")
@@ -62,6 +69,18 @@ def stop(context) -> dict:
     )
     context.emit("order.cancelled", {"order_id": order_id, "reason": order.reason})
     return {"state": order.state}
+
+
+def cancel_order(order_id: int, *, actor: str, reason: str = "") -> Order:
+    """An operator's or a client's cancel: the order becomes CANCELLED and the usual
+    compensation (release the stock, refund a charge, tell the customer) follows.
+
+    Raises orders.errors.IllegalTransition, naming the order and its state, when the order
+    has shipped or already ended; Order.DoesNotExist when there is no such order."""
+    with transaction.atomic():
+        order = apply_transition(order_id, "operator.cancel", actor=actor, detail=reason or f"cancelled by {actor}")
+        emit("order.cancelled", {"order_id": order.pk, "reason": order.reason}, correlation_id=order.correlation_id)
+    return order
 
 
 definition = register(

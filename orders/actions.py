@@ -177,8 +177,11 @@ def reserve_stock(order_id: int) -> list[Reservation]:
     products are touched in primary-key order so two orders cannot deadlock.
     """
     with transaction.atomic():
+        # The order lock orders this against a cancel: an order that left CREATED
+        # (cancelled while its reservation was on the way) gets no new hold.
+        order = lock_order(order_id)
         existing = list(Reservation.objects.filter(order_id=order_id))
-        if existing:
+        if existing or order.state != OrderState.CREATED:
             return existing
         items = OrderItem.objects.filter(order_id=order_id).select_related("product").order_by("product_id")
         now = timezone.now()

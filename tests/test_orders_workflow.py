@@ -7,10 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from agents.order import cancel_order
 from agents.outside import world
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from agents.placement import place_order
 from orchestration.models import AgentTask, TaskStatus
+from orders.errors import IllegalTransition
 from orders.models import Order, OrderTransition, Product
 from orders.states import TERMINAL_STATES, OrderState, PaymentStatus, ReservationStatus
 from tests.conftest import wait_until
@@ -213,3 +215,49 @@ def test_a_payment_worker_that_dies_after_the_gateway_charged_leads_to_one_charg
     assert gateway_net(order) == order.total
     charge = AgentTask.objects.get(correlation_id=order.correlation_id, operation="charge")
     assert charge.attempts == 2 and charge.reclaims == 1
+
+
+def test_an_operator_cancel_while_the_charge_is_in_flight_refunds_and_releases(fleet, catalogue):
+    # This customer's gateway takes 3 s, so the cancel arrives while the charge is under way.
+    fleet()
+    order, _ = place_order("ola+slowpay@example.com", [("PEN", 2)], idempotency_key="cancel-in-flight")
+    wait_until(lambda: Order.objects.get(pk=order.pk).state == OrderState.PAYMENT_PROCESSING, what="payment to start")
+
+    cancel_order(order.pk, actor="alice", reason="customer phoned")
+    order = finish(order)
+
+    assert order.state == OrderState.CANCELLED and order.reason == "customer phoned"
+    assert OrderTransition.objects.filter(order=order).latest("pk").actor == "alice"
+    wait_until(lambda: gateway_net(order) == 0 and Product.objects.get(sku="PEN").reserved == 0, what="compensation")
+    assert GatewayEntry.objects.filter(order_ref=str(order.pk), kind="charge").count() <= 1
+    assert Product.objects.get(sku="PEN").sold == 0
+    assert not CarrierParcel.objects.filter(order_ref=str(order.pk)).exists()
+    wait_until(lambda: messages(order) == ["cancelled"], what="cancelled message")
+    assert not AgentTask.objects.filter(correlation_id=order.correlation_id, status=TaskStatus.DEAD).exists()
+
+
+def test_an_order_cancelled_before_its_stock_was_held_never_holds_any(fleet, catalogue, start_worker):
+    fleet(queues=["agent.order", "agent.payment", "agent.notification"])
+    order, _ = place_order("pia@example.com", [("PEN", 5)], idempotency_key="cancel-early")
+
+    cancel_order(order.pk, actor="bob")
+    start_worker(["agent.inventory"])
+
+    reserve = AgentTask.objects.get(correlation_id=order.correlation_id, operation="reserve_stock")
+    wait_until(lambda: AgentTask.objects.get(pk=reserve.pk).status == TaskStatus.SUCCEEDED, what="reserve to run")
+    assert Order.objects.get(pk=order.pk).state == OrderState.CANCELLED
+    assert not order.reservations.exists()
+    assert Product.objects.get(sku="PEN").reserved == 0
+
+
+def test_a_shipped_order_cannot_be_cancelled(fleet, catalogue):
+    fleet()
+    order, _ = place_order("quinn@example.com", [("INK", 1)], idempotency_key="cancel-late")
+    order = finish(order)
+
+    with pytest.raises(IllegalTransition) as refusal:
+        cancel_order(order.pk, actor="carol")
+
+    assert f"order {order.pk} in state COMPLETED" in str(refusal.value)
+    assert Order.objects.get(pk=order.pk).state == OrderState.COMPLETED
+    assert gateway_net(order) == order.total
