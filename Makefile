@@ -41,6 +41,8 @@ up: venv
 		printf '    Admin   http://127.0.0.1:8000/admin/  user: operator\n\n'; \
 	fi; \
 	export FLOWER_BASIC_AUTH LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev; \
+	export PROMETHEUS_MULTIPROC_DIR="$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/.run/dev/metrics}"; \
+	rm -rf "$$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$$PROMETHEUS_MULTIPROC_DIR"; \
 	exec $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py ensure_operator && exec $(BIN)/honcho start -f Procfile'
 

@@ -7,6 +7,7 @@ from collections import defaultdict
 from django.apps import apps
 from django.core import checks
 
+from orchestration.conf import kernel_settings
 from orchestration.registry import Registry, registry
 
 
@@ -73,6 +74,32 @@ def check_agent_boundaries(reg: Registry) -> list[checks.CheckMessage]:
     return errors
 
 
+def check_leases(reg: Registry, default_lease: int, max_lease: int) -> list[checks.CheckMessage]:
+    """Celery's time limits and the broker's visibility timeout are sized from the maximum
+    lease, so an operation that asks for more would be killed or redelivered mid-attempt."""
+    errors = []
+    if default_lease > max_lease:
+        errors.append(
+            checks.Error(
+                f"AGENT_TASK_DEFAULT_LEASE_SECONDS ({default_lease}) is above "
+                f"AGENT_TASK_MAX_LEASE_SECONDS ({max_lease})",
+                id="orchestration.E009",
+            )
+        )
+    for definition in reg.agents.values():
+        for operation in definition.operations:
+            if operation.lease_seconds is not None and operation.lease_seconds > max_lease:
+                errors.append(
+                    checks.Error(
+                        f"agent '{definition.name}' operation '{operation.name}' asks for a lease of "
+                        f"{operation.lease_seconds} s, above AGENT_TASK_MAX_LEASE_SECONDS ({max_lease} s)",
+                        hint="Raise AGENT_TASK_MAX_LEASE_SECONDS (Celery's limits follow it) or heartbeat instead.",
+                        id="orchestration.E009",
+                    )
+                )
+    return errors
+
+
 def _model_exists(label: str) -> bool:
     try:
         apps.get_model(label)
@@ -84,3 +111,9 @@ def _model_exists(label: str) -> bool:
 @checks.register("agents")
 def agent_boundaries_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     return check_agent_boundaries(registry)
+
+
+@checks.register("agents")
+def lease_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    config = kernel_settings()
+    return check_leases(registry, config.default_lease_seconds, config.max_lease_seconds)

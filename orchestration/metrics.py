@@ -57,7 +57,7 @@ ATTEMPTS = Counter("agent_task_attempts_total", "Attempts of agent tasks, by age
 RETRIES = Counter("agent_task_retries_total", "Attempts that failed transiently and went back to pending.", ["agent"])
 DEAD_LETTERS = Counter(
     "agent_task_dead_letters_total",
-    "Tasks a worker sent to the dead letters (permanent error or out of attempts).",
+    "Tasks sent to the dead letters: a permanent error, or out of attempts (a lease lost on the last one too).",
     ["agent"],
 )
 RECLAIMS = Counter("agent_task_reclaims_total", "Claims taken back by the sweep after their lease ran out.")

@@ -11,6 +11,7 @@ from django.utils import timezone
 from orchestration.conf import kernel_settings
 from orchestration.dispatch import publish_on_commit
 from orchestration.events import emit_dead_event
+from orchestration.metrics import DEAD_LETTERS
 from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt
 
 TABLE = AgentTask._meta.db_table
@@ -129,6 +130,7 @@ def _after_sweep(rows: list[tuple]) -> None:
     dead_ids = [task_id for task_id, _fence, status, *_rest in rows if status == "dead"]
     for task in AgentTask.objects.filter(id__in=dead_ids):
         emit_dead_event(task)
+        DEAD_LETTERS.labels(task.agent).inc()
     for task_id, _fence, status, agent, operation, correlation_id in rows:
         if status == "pending":
             publish_on_commit(task_id, agent, operation, correlation_id)

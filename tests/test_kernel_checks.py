@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from orchestration.checks import check_agent_boundaries
+from orchestration.checks import check_agent_boundaries, check_leases
 from orchestration.registry import AgentDefinition, Operation, Registry
 
 
@@ -85,3 +85,18 @@ def test_routing_to_an_unknown_agent_or_operation_is_refused(route, expected):
 
 def test_the_projects_own_agents_pass_manage_py_check():
     call_command("check", fail_level="ERROR")  # raises SystemCheckError on any violation
+
+
+def test_an_operation_asking_for_a_lease_above_the_maximum_is_refused():
+    reg = Registry()
+    reg.register(
+        AgentDefinition(
+            name="slow", responsibility="Thinks.", operations=(Operation("think", noop, lease_seconds=900),)
+        )
+    )
+    reg.register(agent("quick", "answer"))
+
+    assert [error.msg for error in check_leases(reg, default_lease=60, max_lease=600)] == [
+        "agent 'slow' operation 'think' asks for a lease of 900 s, above AGENT_TASK_MAX_LEASE_SECONDS (600 s)"
+    ]
+    assert check_leases(reg, default_lease=60, max_lease=900) == []

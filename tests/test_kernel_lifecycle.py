@@ -10,6 +10,7 @@ import pytest
 import time_machine
 from django.db import connection
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from orchestration import lifecycle, runner, sweeps
 from orchestration.enqueue import enqueue
@@ -244,3 +245,20 @@ def test_two_overlapping_runs_of_a_sweep_leave_what_one_run_leaves(sweep, redis_
         assert redis_client.llen("agent.testkit") == 30  # one message each, not two
     else:
         assert AgentTask.objects.count() == 0
+
+
+def test_a_task_whose_last_lease_ran_out_is_dead_and_counted_as_a_dead_letter():
+    def dead_letters() -> float:
+        return REGISTRY.get_sample_value("agent_task_dead_letters_total", {"agent": "testkit"}) or 0.0
+
+    task, _ = enqueue("testkit", "record", {"key": "lost"}, idempotency_key="lost")
+    AgentTask.objects.filter(pk=task.pk).update(max_attempts=1)
+    lifecycle.claim(task.pk, worker="gone", lease_seconds=5)
+    before = dead_letters()
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=6), tick=True):
+        assert sweeps.reclaim_expired_leases() == 1
+
+    task.refresh_from_db()
+    assert task.status == TaskStatus.DEAD and "lease expired while claimed by gone" in task.last_error
+    assert dead_letters() == before + 1
