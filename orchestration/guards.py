@@ -48,7 +48,8 @@ def redis_client() -> redis.Redis:
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    failures: int = 5  # failures within the window that open the breaker
+    failures: int = 5  # failures within the window that open the breaker...
+    failure_rate: float = 0.0  # ...when they are also at least this share of its calls
     window_seconds: float = 30
     cooldown_seconds: float = 15  # open for this long, then one trial call at a time
     successes: int = 2  # successful trials that close it again
@@ -97,8 +98,11 @@ redis.call('HSET', KEYS[1], 'trial_until', now + cooldown)
 return {1, 'half_open', 0}
 """
 
-# KEYS[1] = breaker hash, KEYS[2] = failure timestamps (sorted set).
-# ARGV: ok (1/0), failures threshold, window s, successes needed. Returns the new state.
+# KEYS[1] = breaker hash, KEYS[2] = the window's outcomes, counted per second
+# ("<second>:ok" / "<second>:fail" fields, so memory stays bounded by the window's length).
+# ARGV: ok (1/0), failures threshold, window s, successes needed, failure rate (0..1).
+# Closed opens when the window holds at least `failures` failures and they are at least
+# `failure_rate` of its calls: a busy dependency with a few failures stays closed.
 _BREAKER_RECORD = """
 local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
@@ -117,12 +121,25 @@ if state == 'half_open' then
   redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
   return 'open'
 end
-if ok or state == 'open' then return state end
-local window = tonumber(ARGV[3]) * 1000
-redis.call('ZADD', KEYS[2], now, now .. ':' .. math.random())
-redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, now - window)
-redis.call('PEXPIRE', KEYS[2], window)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+if state == 'open' then return state end
+local window = math.ceil(tonumber(ARGV[3]))
+local second = tonumber(t[1])
+redis.call('HINCRBY', KEYS[2], second .. (ok and ':ok' or ':fail'), 1)
+redis.call('EXPIRE', KEYS[2], window + 1)
+if ok then return 'closed' end
+local calls, failures = 0, 0
+local fields = redis.call('HGETALL', KEYS[2])
+for i = 1, #fields, 2 do
+  local at, outcome = string.match(fields[i], '^(%d+):(%a+)$')
+  if tonumber(at) <= second - window then
+    redis.call('HDEL', KEYS[2], fields[i])
+  else
+    local count = tonumber(fields[i + 1])
+    calls = calls + count
+    if outcome == 'fail' then failures = failures + count end
+  end
+end
+if failures >= tonumber(ARGV[2]) and failures >= tonumber(ARGV[5]) * calls then
   redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
   redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
   redis.call('DEL', KEYS[2])
@@ -133,13 +150,14 @@ return 'closed'
 
 
 class CircuitBreaker:
-    """Closed, open after N failures in a window, half-open after a cool-down, closed after M trials."""
+    """Closed, open when failures in a window pass a count and a share of the calls,
+    half-open after a cool-down, closed after M successful trials."""
 
     def __init__(self, dependency: str, policy: BreakerPolicy | None = None):
         self.dependency = dependency
         self.policy = policy or breaker_policy(dependency)
         self.key = f"guard:breaker:{dependency}"
-        self.failures_key = f"guard:breaker:{dependency}:failures"
+        self.window_key = f"guard:breaker:{dependency}:window"
 
     def allow(self) -> tuple[bool, str, float]:
         """(allowed, state, seconds until it may allow)."""
@@ -151,11 +169,12 @@ class CircuitBreaker:
             _BREAKER_RECORD,
             2,
             self.key,
-            self.failures_key,
+            self.window_key,
             1 if ok else 0,
             self.policy.failures,
             self.policy.window_seconds,
             self.policy.successes,
+            self.policy.failure_rate,
         )
 
     def state(self) -> dict:
@@ -176,16 +195,16 @@ class CircuitBreaker:
         else:
             redis_client().hset(self.key, mapping={"forced": state, "state": "closed" if state == "closed" else "open"})
             if state == "closed":
-                redis_client().delete(self.failures_key)
+                redis_client().delete(self.window_key)
 
     def reset(self) -> None:
-        redis_client().delete(self.key, self.failures_key)
+        redis_client().delete(self.key, self.window_key)
 
 
 def all_breakers() -> list[dict]:
     names = set(limits().get("breakers", {}))
     for key in redis_client().scan_iter("guard:breaker:*"):
-        if not key.endswith(":failures"):
+        if not key.endswith(":window"):
             names.add(key.removeprefix("guard:breaker:"))
     return [CircuitBreaker(name).state() for name in sorted(names)]
 

@@ -202,16 +202,34 @@ ORDER_MAX_LINES = envint("ORDER_MAX_LINES", 20, minimum=1)
 ORDER_MAX_QUANTITY = envint("ORDER_MAX_QUANTITY", 100, minimum=1)
 
 # Guards, shared by the fleet (state in Redis). GUARD_LIMITS (JSON) replaces the defaults:
-# {"breakers": {dep: {failures, window_seconds, cooldown_seconds, successes}},
+# {"breakers": {dep: {failures, failure_rate, window_seconds, cooldown_seconds, successes}},
 #  "concurrency": {"agent:<name>" | "dependency:<name>": slots},
 #  "rates": {dep: [calls per second, burst]}}
 GUARD_LIMITS = envjson(
     "GUARD_LIMITS",
     {
         "breakers": {
-            "gateway": {"failures": 20, "window_seconds": 30, "cooldown_seconds": 10, "successes": 2},
-            "carrier": {"failures": 20, "window_seconds": 30, "cooldown_seconds": 10, "successes": 2},
-            "provider": {"failures": 20, "window_seconds": 30, "cooldown_seconds": 10, "successes": 2},
+            "gateway": {
+                "failures": 20,
+                "failure_rate": 0.5,
+                "window_seconds": 30,
+                "cooldown_seconds": 10,
+                "successes": 2,
+            },
+            "carrier": {
+                "failures": 20,
+                "failure_rate": 0.5,
+                "window_seconds": 30,
+                "cooldown_seconds": 10,
+                "successes": 2,
+            },
+            "provider": {
+                "failures": 20,
+                "failure_rate": 0.5,
+                "window_seconds": 30,
+                "cooldown_seconds": 10,
+                "successes": 2,
+            },
         },
         "concurrency": {"dependency:gateway": 16, "dependency:carrier": 16},
         "rates": {},

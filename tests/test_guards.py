@@ -15,7 +15,7 @@ from agents.placement import place_order
 from orchestration import budgets
 from orchestration.backpressure import Overloaded
 from orchestration.enqueue import enqueue
-from orchestration.guards import CircuitBreaker, Semaphore, TokenBucket, redis_client
+from orchestration.guards import BreakerPolicy, CircuitBreaker, Semaphore, TokenBucket, redis_client
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
 from orders.models import Order, OrderTransition, Product
 from orders.states import TERMINAL_STATES, OrderState
@@ -95,6 +95,17 @@ def test_an_operator_can_force_a_breaker_open_and_closed(redis_client):
     assert breaker.allow()[0] is True and breaker.state()["state"] == "forced_closed"
     breaker.force(None)
     assert breaker.allow()[0] is True
+
+
+def test_a_busy_dependency_with_a_few_failures_stays_closed_until_failures_are_the_majority(redis_client):
+    breaker = CircuitBreaker("busy", BreakerPolicy(failures=3, failure_rate=0.5, window_seconds=30))
+
+    outcomes = [breaker.record(ok) for ok in [True] * 10 + [False] * 4]
+    assert set(outcomes) == {"closed"}  # 4 failures in 14 calls: under half
+
+    outcomes = [breaker.record(False) for _ in range(6)]
+    assert outcomes[-1] == "open" and outcomes.count("open") == 1  # 10 of 20 calls failed
+    assert breaker.state()["state"] == "open" and breaker.allow()[0] is False
 
 
 def test_the_semaphore_never_admits_more_than_its_limit_even_when_holders_are_killed(start_worker, start_beat):
