@@ -88,6 +88,8 @@ class AgentTask(models.Model):
                 condition=Q(status__in=FINISHED_STATUSES),
             ),
             models.Index(fields=["agent", "status"], name="agenttask_agent_status"),
+            # The dead letters, newest first, however many finished rows surround them.
+            models.Index(fields=["-finished_at"], name="agenttask_dead", condition=Q(status=TaskStatus.DEAD)),
         ]
 
     def __str__(self) -> str:
@@ -181,3 +183,37 @@ class WorkflowBudget(models.Model):
 
     def __str__(self) -> str:
         return f"budget of {self.correlation_id}: {self.steps}/{self.max_steps} steps, {self.cost}/{self.max_cost}"
+
+
+class DeadLetter(AgentTask):
+    """The dead agent tasks, as their own admin list: what an operator may replay."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+        verbose_name_plural = "dead letters"
+
+
+class OperatorAction(models.Model):
+    """The audit trail of operators' hands: who did what to which rows, and what came of it.
+
+    Written by every operator action (retry, cancel, force a breaker, reclaim), whether it
+    changed anything or refused everything. ``done`` lists the targets that changed;
+    ``refused`` maps each target left alone to the reason.
+    """
+
+    operator = models.CharField(max_length=150, help_text="The user who acted (username).")
+    action = models.CharField(max_length=64)
+    target_kind = models.CharField(max_length=100, help_text="What was acted on, e.g. orchestration.agenttask.")
+    targets = models.JSONField(default=list, help_text="Every target asked for.")
+    done = models.JSONField(default=list, help_text="The targets that changed.")
+    refused = models.JSONField(default=dict, help_text="Target -> why it was left alone.")
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        permissions = [("operate", "Can take operator actions: retry, cancel, force breakers, reclaim")]
+
+    def __str__(self) -> str:
+        done, refused = len(self.done), len(self.refused)
+        return f"{self.operator}: {self.action} on {self.target_kind} ({done} done, {refused} refused)"

@@ -50,7 +50,7 @@ else:
     REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"}, "") or localservers.ensure_redis_url()
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "orchestration.adminconfig.OperatorsAdminConfig",  # django.contrib.admin with the operators' site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -247,6 +247,10 @@ PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 METRICS_COLLECTORS = ["agents.metrics.OrderCollector"]  # the domain's numbers, by path
+# The operators' admin: the dashboard (kernel and domain figures) and what else a search
+# of the agent tasks may name (an order id or key), both by path so the kernel names no domain.
+OPERATIONS_DASHBOARD = "agents.dashboard.dashboard_view"
+TASK_SEARCH_RESOLVERS = ["agents.admin.order_correlations"]
 STUCK_ORDER_AFTER_SECONDS = envint("STUCK_ORDER_AFTER_SECONDS", 300, minimum=1)
 STUCK_TASK_ATTEMPTS = envint("STUCK_TASK_ATTEMPTS", 3, minimum=1)
 

@@ -77,3 +77,13 @@ def start_beat(transactional_db, tmp_path):
     yield start
     for beat in started:
         beat.stop(timeout=10)
+
+
+def pytest_report_header(config) -> str:
+    """Says up front whether the browser tests will run, and where their screenshots go."""
+    from tests.browser import ARTIFACTS, find_chromium, why_skipped
+
+    reason = why_skipped()
+    if reason:
+        return f"browser tests: SKIPPED - {reason}"
+    return f"browser tests: Chromium at {find_chromium()}; screenshots in {ARTIFACTS}"

@@ -1,0 +1,29 @@
+"""The simulated outside world's ledgers, read-only: what the gateway, the carrier and the
+message provider recorded, to set against the orders' own rows."""
+
+from django.contrib import admin
+
+from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
+from orchestration.adminkit import ReadOnlyAdmin
+
+
+@admin.register(GatewayEntry)
+class GatewayEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "order_ref", "amount", "reference", "idempotency_key", "created_at")
+    list_filter = ("kind",)
+    search_fields = ("=order_ref", "=reference", "=idempotency_key")
+    ordering = ("-id",)
+
+
+@admin.register(CarrierParcel)
+class CarrierParcelAdmin(ReadOnlyAdmin):
+    list_display = ("id", "order_ref", "reference", "idempotency_key", "created_at")
+    search_fields = ("=order_ref", "=reference", "=idempotency_key")
+    ordering = ("-id",)
+
+
+@admin.register(ProviderMessage)
+class ProviderMessageAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "order_ref", "recipient", "reference", "created_at")
+    search_fields = ("=order_ref", "=reference", "=idempotency_key")
+    ordering = ("-id",)

@@ -1,0 +1,359 @@
+"""The kernel's rows in the admin: agent tasks, dead letters, attempts, events, workers,
+budgets and the operators' own audit trail. All read-only; operators act through the
+named actions (retry dead tasks, cancel pending ones), each limited to the rows where it
+is legal, reported back, and written to OperatorAction."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib import admin
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+from django.utils.module_loading import import_string
+
+from orchestration import operators
+from orchestration.adminkit import (
+    InputFilter,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    first_line,
+    outcome_message,
+    pretty_json,
+)
+from orchestration.conf import kernel_settings
+from orchestration.models import (
+    AgentTask,
+    DeadLetter,
+    Event,
+    OperatorAction,
+    TaskAttempt,
+    TaskStatus,
+    Worker,
+    WorkflowBudget,
+)
+from orchestration.registry import registry
+from orchestration.stuck import stuck_conditions
+
+# --- Filters -------------------------------------------------------------------------
+
+
+class AgentFilter(admin.SimpleListFilter):
+    """The registered agents, from the registry: no DISTINCT over a million rows."""
+
+    title = "agent"
+    parameter_name = "agent"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in sorted(registry.agents)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(agent=self.value()) if self.value() else queryset
+
+
+class CorrelationFilter(InputFilter):
+    title = "correlation id"
+    parameter_name = "correlation_id"
+    placeholder = "exact correlation id"
+
+    def queryset(self, request, queryset):
+        value = (self.value() or "").strip()
+        return queryset.filter(correlation_id=value) if value else queryset
+
+
+class StuckFilter(admin.SimpleListFilter):
+    title = "stuck"
+    parameter_name = "stuck"
+
+    def lookups(self, request, model_admin):
+        return [("any", "stuck (either reason)"), ("retried", "retried too often"), ("lease_overdue", "lease overdue")]
+
+    def queryset(self, request, queryset):
+        conditions = stuck_conditions()
+        if self.value() == "any":
+            return queryset.filter(conditions["retried"] | conditions["lease_overdue"])
+        if self.value() in conditions:
+            return queryset.filter(conditions[self.value()])
+        return queryset
+
+
+def correlation_link(correlation_id: str, label: str | None = None) -> str:
+    url = reverse("admin:orchestration_agenttask_changelist") + "?" + urlencode({"correlation_id": correlation_id})
+    return format_html('<a href="{}" title="every task of this workflow">{}</a>', url, label or correlation_id)
+
+
+def task_search_resolvers():
+    """The project's ways to turn a search term into correlation ids (TASK_SEARCH_RESOLVERS)."""
+    return [import_string(path) for path in getattr(settings, "TASK_SEARCH_RESOLVERS", [])]
+
+
+# --- Agent tasks ---------------------------------------------------------------------
+
+
+class AttemptInline(ReadOnlyInline):
+    model = TaskAttempt
+    fields = ("number", "status", "worker", "queue", "started_at", "finished_at", "took", "error_line")
+    readonly_fields = fields
+    ordering = ("started_at", "id")
+    show_change_link = False
+    verbose_name = "attempt (span)"
+    verbose_name_plural = "attempts (spans)"
+
+    @admin.display(description="took")
+    def took(self, span: TaskAttempt) -> str:
+        if span.finished_at is None:
+            return "still running"
+        return f"{(span.finished_at - span.started_at).total_seconds():.3f}s"
+
+    @admin.display(description="error")
+    def error_line(self, span: TaskAttempt) -> str:
+        return first_line(span.error, 200)
+
+
+@admin.register(AgentTask)
+class AgentTaskAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "agent",
+        "operation",
+        "status",
+        "attempts_of",
+        "workflow",
+        "updated_at",
+        "error_line",
+    )
+    list_display_links = ("id", "operation")
+    list_filter = (AgentFilter, "status", CorrelationFilter, StuckFilter)
+    ordering = ("-id",)
+    actions = ("retry_dead", "cancel_pending")
+    inlines = (AttemptInline,)
+    fieldsets = (
+        ("Task", {"fields": ("agent", "operation", "event_type", "status", "priority", "workflow", "parent_link")}),
+        ("Attempts", {"fields": ("attempts", "max_attempts", "reclaims", "last_error_text")}),
+        ("Claim", {"fields": ("claimed_by", "fence", "lease_expires_at", "heartbeat_at")}),
+        ("Time", {"fields": ("created_at", "run_after", "expires_at", "dispatched_at", "updated_at", "finished_at")}),
+        ("Data", {"fields": ("idempotency_key", "payload_version", "payload_json", "checkpoint_json", "result_json")}),
+    )
+    readonly_fields = (
+        "workflow",
+        "parent_link",
+        "last_error_text",
+        "payload_json",
+        "checkpoint_json",
+        "result_json",
+    )
+    base_search_help = "Exact match: a task id, an idempotency key or a correlation id"
+
+    @property
+    def search_help_text(self) -> str:
+        """The resolvers (TASK_SEARCH_RESOLVERS) say what else a term may be."""
+        extra = [getattr(resolve, "search_help", "") for resolve in task_search_resolvers()]
+        return "; ".join([self.base_search_help, *filter(None, extra)])
+
+    def get_search_fields(self, request):
+        return ("idempotency_key",)  # shows the search box; get_search_results does the matching
+
+    def get_search_results(self, request, queryset, search_term):
+        """Exact matches on indexed columns, never a LIKE scan of the whole table."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        match = Q(idempotency_key=term) | Q(correlation_id=term)
+        if term.isdigit():
+            match |= Q(pk=int(term))
+        correlations = {cid for resolve in task_search_resolvers() for cid in resolve(term)}
+        if correlations:
+            match |= Q(correlation_id__in=correlations)
+        return queryset.filter(match), False
+
+    @admin.display(description="attempts")
+    def attempts_of(self, task: AgentTask) -> str:
+        return f"{task.attempts}/{task.max_attempts}"
+
+    @admin.display(description="workflow", ordering="correlation_id")
+    def workflow(self, task: AgentTask) -> str:
+        return correlation_link(task.correlation_id, task.correlation_id[:12])
+
+    @admin.display(description="parent task")
+    def parent_link(self, task: AgentTask) -> str:
+        if not task.parent_id:
+            return "-"
+        url = reverse("admin:orchestration_agenttask_change", args=[task.parent_id])
+        return format_html('<a href="{}">task {}</a>', url, task.parent_id)
+
+    @admin.display(description="last error")
+    def error_line(self, task: AgentTask) -> str:
+        if task.status == TaskStatus.SUCCEEDED or not task.last_error:
+            return "-"  # an error a later attempt got past is in the attempts, not here
+        return format_html('<span title="{}">{}</span>', task.last_error[:1000], first_line(task.last_error, 60))
+
+    @admin.display(description="last error")
+    def last_error_text(self, task: AgentTask) -> str:
+        return format_html("<pre style='white-space: pre-wrap; margin: 0'>{}</pre>", task.last_error or "-")
+
+    @admin.display(description="payload")
+    def payload_json(self, task: AgentTask) -> str:
+        return pretty_json(task.payload)
+
+    @admin.display(description="checkpoint")
+    def checkpoint_json(self, task: AgentTask) -> str:
+        return pretty_json(task.checkpoint)
+
+    @admin.display(description="result")
+    def result_json(self, task: AgentTask) -> str:
+        return pretty_json(task.result)
+
+    @admin.action(description="Retry selected dead tasks", permissions=["operate"])
+    def retry_dead(self, request, queryset):
+        ids = queryset.values_list("id", flat=True)[: operators.MAX_ROWS_PER_ACTION + 1]
+        outcome_message(request, self, operators.retry_dead_tasks(list(ids), operator=request.user))
+
+    @admin.action(description="Cancel selected pending tasks", permissions=["operate"])
+    def cancel_pending(self, request, queryset):
+        ids = queryset.values_list("id", flat=True)[: operators.MAX_ROWS_PER_ACTION + 1]
+        outcome_message(request, self, operators.cancel_pending_tasks(list(ids), operator=request.user))
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(AgentTaskAdmin):
+    """Dead tasks, newest death first (a partial index keeps this fast)."""
+
+    list_display = ("id", "agent", "operation", "attempts_of", "workflow", "finished_at", "error_line")
+    list_filter = (AgentFilter, CorrelationFilter)
+    ordering = ("-finished_at", "-id")
+    actions = ("retry_dead",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=TaskStatus.DEAD)
+
+
+# --- Attempts, events, budgets -----------------------------------------------------------
+
+
+@admin.register(TaskAttempt)
+class TaskAttemptAdmin(ReadOnlyAdmin):
+    list_display = ("id", "task_link", "number", "agent", "operation", "status", "worker", "started_at", "error_line")
+    list_filter = (AgentFilter, "status", CorrelationFilter)
+    ordering = ("-id",)
+    readonly_fields = ("task_link", "workflow")
+    fields = (
+        "task_link",
+        "number",
+        "fence",
+        "agent",
+        "operation",
+        "workflow",
+        "worker",
+        "queue",
+        "status",
+        "started_at",
+        "finished_at",
+        "error",
+    )
+
+    @admin.display(description="task", ordering="task_id")
+    def task_link(self, span: TaskAttempt) -> str:
+        url = reverse("admin:orchestration_agenttask_change", args=[span.task_id])
+        return format_html('<a href="{}">task {}</a>', url, span.task_id)
+
+    @admin.display(description="workflow")
+    def workflow(self, span: TaskAttempt) -> str:
+        return correlation_link(span.correlation_id)
+
+    @admin.display(description="error")
+    def error_line(self, span: TaskAttempt) -> str:
+        return first_line(span.error, 80)
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "type", "version", "workflow", "source", "created_at")
+    list_filter = (CorrelationFilter,)
+    ordering = ("-id",)
+    fields = ("type", "version", "workflow", "source", "created_at", "payload_json")
+    readonly_fields = ("workflow", "source", "payload_json")
+
+    @admin.display(description="workflow")
+    def workflow(self, event: Event) -> str:
+        return correlation_link(event.correlation_id, event.correlation_id[:12])
+
+    @admin.display(description="emitted by")
+    def source(self, event: Event) -> str:
+        if not event.source_task_id:
+            return "-"
+        url = reverse("admin:orchestration_agenttask_change", args=[event.source_task_id])
+        return format_html('<a href="{}">task {}</a>', url, event.source_task_id)
+
+    @admin.display(description="payload")
+    def payload_json(self, event: Event) -> str:
+        return pretty_json(event.payload)
+
+
+@admin.register(WorkflowBudget)
+class WorkflowBudgetAdmin(ReadOnlyAdmin):
+    list_display = ("correlation_id", "steps", "max_steps", "cost", "max_cost", "exceeded_at", "exceeded_reason")
+    list_filter = (CorrelationFilter,)
+    ordering = ("-id",)
+
+
+# --- Workers -------------------------------------------------------------------------------
+
+
+class LivenessFilter(admin.SimpleListFilter):
+    title = "liveness"
+    parameter_name = "liveness"
+
+    def lookups(self, request, model_admin):
+        return [("alive", "alive"), ("gone", "gone (silent, not stopped)"), ("stopped", "stopped")]
+
+    def queryset(self, request, queryset):
+        seen_since = timezone.now() - timedelta(seconds=kernel_settings().worker_gone_after_seconds)
+        if self.value() == "alive":
+            return queryset.filter(stopped_at__isnull=True, last_seen_at__gte=seen_since)
+        if self.value() == "gone":
+            return queryset.filter(stopped_at__isnull=True, last_seen_at__lt=seen_since)
+        if self.value() == "stopped":
+            return queryset.filter(stopped_at__isnull=False)
+        return queryset
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyAdmin):
+    list_display = ("name", "alive", "queues", "started_at", "last_seen_at", "stopped_at", "claimed")
+    list_filter = (LivenessFilter,)
+    ordering = ("-last_seen_at",)
+    search_fields = ("=name", "=hostname")
+
+    @admin.display(boolean=True, description="alive")
+    def alive(self, worker: Worker) -> bool:
+        return worker.is_alive()
+
+    @admin.display(description="tasks it holds")
+    def claimed(self, worker: Worker) -> str:
+        query = urlencode({"status__exact": TaskStatus.CLAIMED, "claimed_by": worker.name})
+        url = reverse("admin:orchestration_agenttask_changelist")
+        return format_html('<a href="{}?{}">claimed tasks</a>', url, query)
+
+
+# --- The operators' audit trail -----------------------------------------------------------
+
+
+@admin.register(OperatorAction)
+class OperatorActionAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "operator", "action", "target_kind", "done_count", "refused_count", "detail")
+    list_filter = ("action", "target_kind")
+    search_fields = ("=operator",)
+    ordering = ("-created_at", "-id")
+    fields = ("created_at", "operator", "action", "target_kind", "targets", "done", "refused", "detail")
+
+    @admin.display(description="done")
+    def done_count(self, action: OperatorAction) -> int:
+        return len(action.done)
+
+    @admin.display(description="refused")
+    def refused_count(self, action: OperatorAction) -> int:
+        return len(action.refused)

@@ -1,0 +1,158 @@
+"""Admin building blocks for big, system-owned tables (domain-free; the domain uses them too).
+
+- LargeTablePaginator never runs COUNT(*) over a whole table: an unfiltered list takes the
+  planner's row count from pg_class, a filtered one counts at most EXACT_UP_TO rows and,
+  past that, takes the planner's estimate for the query.
+- ReadOnlyAdmin: the system owns these rows, so nobody adds, edits or deletes them by
+  hand; operators act only through named actions, each permission-checked and audited.
+- InputFilter: a free-text filter in the sidebar (a correlation id, say).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import DatabaseError, connections
+from django.db.models import QuerySet
+from django.utils.html import format_html
+
+EXACT_UP_TO = 10_000
+OPERATE_PERMISSION = "orchestration.operate"
+
+
+def table_estimate(queryset: QuerySet) -> int:
+    """The planner's idea of the table's row count; -1 when the table was never analysed."""
+    table = queryset.model._meta.db_table
+    try:
+        with connections[queryset.db].cursor() as cursor:
+            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [table])
+            row = cursor.fetchone()
+    except DatabaseError:
+        return -1
+    return int(row[0]) if row else -1
+
+
+def query_estimate(queryset: QuerySet) -> int:
+    """The planner's estimate of the rows this query returns (EXPLAIN, nothing run)."""
+    sql, params = queryset.order_by().query.get_compiler(using=queryset.db).as_sql()
+    try:
+        with connections[queryset.db].cursor() as cursor:
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            plan = cursor.fetchone()[0]
+    except DatabaseError:
+        return 0
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+class LargeTablePaginator(Paginator):
+    """Counts exactly up to EXACT_UP_TO rows, estimates beyond; ``estimated`` says which."""
+
+    exact_up_to = EXACT_UP_TO
+    estimated = False
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return super().count
+        if not queryset.query.where:
+            estimate = table_estimate(queryset)
+            if estimate > self.exact_up_to:
+                self.estimated = True
+                return estimate
+        # COUNT(*) over a subquery with LIMIT: reads at most exact_up_to + 1 rows.
+        bounded = queryset.order_by()[: self.exact_up_to + 1].count()
+        if bounded <= self.exact_up_to:
+            return bounded
+        self.estimated = True
+        return max(self.exact_up_to + 1, query_estimate(queryset))
+
+
+class LargeTableAdmin(admin.ModelAdmin):
+    """A list that answers fast however many rows the table has."""
+
+    paginator = LargeTablePaginator
+    show_full_result_count = False  # no second COUNT(*) of the unfiltered table
+    show_facets = admin.ShowFacets.NEVER  # facets count every filter choice
+    list_per_page = 50
+
+
+class ReadOnlyAdmin(LargeTableAdmin):
+    """Rows the system owns: viewable, never added, edited or deleted by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_operate_permission(self, request) -> bool:
+        """For actions with allowed_permissions = ("operate",)."""
+        return request.user.has_perm(OPERATE_PERMISSION)
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class InputFilter(admin.SimpleListFilter):
+    """A sidebar filter with a text box; subclasses set title, parameter_name and queryset()."""
+
+    template = "admin/orchestration/input_filter.html"
+    placeholder = ""
+
+    def lookups(self, request, model_admin):
+        return ((None, None),)  # one dummy choice, so the filter shows
+
+    def choices(self, changelist):
+        yield {
+            "value": self.value() or "",
+            "placeholder": self.placeholder,
+            "clear_query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            # The other filters, the search and the ordering carry over; the page does not.
+            "hidden": [
+                (name, value)
+                for name, values in self.request.GET.lists()
+                if name not in {self.parameter_name, "p"}
+                for value in values
+            ],
+        }
+
+
+def pretty_json(value) -> str:
+    return format_html("<pre style='white-space: pre-wrap; margin: 0'>{}</pre>", json.dumps(value, indent=2))
+
+
+def first_line(text: str, limit: int = 100) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def outcome_message(request, model_admin, outcome, noun: str = "task") -> None:
+    """Tell the operator what an action did: success, a warning when some rows were refused."""
+    if outcome.done and not outcome.refused:
+        level = messages.SUCCESS
+    elif outcome.done:
+        level = messages.WARNING
+    else:
+        level = messages.ERROR
+    model_admin.message_user(request, outcome.summary(noun), level)
