@@ -6,6 +6,7 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated
 
+from django.conf import settings
 from ninja import Schema
 from pydantic import AfterValidator, ConfigDict, Field, StrictInt
 
@@ -31,14 +32,16 @@ class Line(Schema):
     model_config = ConfigDict(extra="forbid")
 
     sku: PlainText = Field(min_length=1, max_length=64, description="A product's SKU.")
-    quantity: StrictInt = Field(ge=1, description="Units, at least 1 and at most ORDER_MAX_QUANTITY.")
+    quantity: StrictInt = Field(ge=1, le=settings.ORDER_MAX_QUANTITY, description="Units (ORDER_MAX_QUANTITY at most).")
 
 
 class OrderIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     customer: PlainText = Field(min_length=1, max_length=254, description="Who the order is for (an address).")
-    items: list[Line] = Field(description="One line per SKU; at least 1, at most ORDER_MAX_LINES.")
+    items: list[Line] = Field(
+        min_length=1, max_length=settings.ORDER_MAX_LINES, description="One line per SKU (ORDER_MAX_LINES at most)."
+    )
 
 
 class LineOut(Schema):

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Header, NinjaAPI, Path, Query, Status
-from ninja.responses import codes_4xx
 
 from agents.order import cancel_order as cancel_with_compensation
 from api.auth import ClientToken
@@ -39,12 +38,22 @@ api = NinjaAPI(
 )
 install_error_handlers(api)
 
-ERRORS = {codes_4xx: Error, 500: Error}
+# What each operation may answer besides success, so the schema documents every status.
+UNAUTHENTICATED = 401
+INVALID = 422  # a parameter or the body is wrong; the error names it
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")]
+
+
+def refuse_unknown_query(request: HttpRequest, *known: str) -> None:
+    """A misspelt parameter (?stat=CANCELLED) is refused, not silently ignored."""
+    unknown = sorted(set(request.GET) - set(known))
+    if unknown:
+        raise ApiError(422, "invalid", f"unknown query parameter {unknown[0]!r}", unknown[0])
 
 
 def owned_order(request: HttpRequest, order_id: int) -> Order:
     """The calling client's order; another client's order does not exist for it (404)."""
+    refuse_unknown_query(request)
     order = Order.objects.filter(pk=order_id, api_placement__client=request.auth).first()
     if order is None:
         raise ApiError(404, "not_found", f"no order {order_id} placed by this client", "order_id")
@@ -53,7 +62,7 @@ def owned_order(request: HttpRequest, order_id: int) -> Order:
 
 @api.post(
     "/orders",
-    response={201: OrderOut, 503: Error, **ERRORS},
+    response={201: OrderOut, (400, UNAUTHENTICATED, 413, 415, INVALID, 503): Error},
     summary="Place an order",
     openapi_extra={"responses": {201: {"headers": {"Idempotent-Replayed": {"schema": {"type": "string"}}}}}},
 )
@@ -72,6 +81,7 @@ def place(
 ):
     """Accept the order (state CREATED) and start its workflow. 503 with Retry-After when the
     system is overloaded: retry later with the same key."""
+    refuse_unknown_query(request)
     lines = [Line(sku=line.sku, quantity=line.quantity) for line in payload.items]
     placement = place_once(request.auth, idempotency_key, payload.customer, lines, request.correlation_id)
     if placement.replayed:
@@ -79,7 +89,9 @@ def place(
     return Status(placement.status, placement.body)
 
 
-@api.get("/orders", response={200: OrderPage, **ERRORS}, summary="List your orders, newest first")
+@api.get(
+    "/orders", response={200: OrderPage, (UNAUTHENTICATED, INVALID): Error}, summary="List your orders, newest first"
+)
 def list_orders(
     request: HttpRequest,
     state: Annotated[OrderState | None, Query(description="Only orders in this state.")] = None,
@@ -87,6 +99,7 @@ def list_orders(
     cursor: Annotated[int | None, Query(ge=1, le=MAX_ID, description="The next_cursor of the previous page.")] = None,
 ):
     """Keyset pagination on the order id: stable while new orders arrive, and no COUNT(*)."""
+    refuse_unknown_query(request, "state", "limit", "cursor")
     orders = Order.objects.filter(api_placement__client=request.auth)
     if state:
         orders = orders.filter(state=state)
@@ -97,12 +110,20 @@ def list_orders(
     return {"items": [order_summary(order) for order in page[:limit]], "next_cursor": next_cursor}
 
 
-@api.get("/orders/{order_id}", response={200: OrderOut, **ERRORS}, summary="An order: state, lines, totals, history")
+@api.get(
+    "/orders/{order_id}",
+    response={200: OrderOut, (UNAUTHENTICATED, 404, INVALID): Error},
+    summary="An order: state, lines, totals, history",
+)
 def get_order(request: HttpRequest, order_id: OrderId):
     return order_detail(owned_order(request, order_id))
 
 
-@api.post("/orders/{order_id}/cancel", response={200: OrderOut, **ERRORS}, summary="Cancel an order")
+@api.post(
+    "/orders/{order_id}/cancel",
+    response={200: OrderOut, (UNAUTHENTICATED, 404, 409, INVALID): Error},
+    summary="Cancel an order",
+)
 def cancel(request: HttpRequest, order_id: OrderId):
     """Cancel and compensate (release stock, refund, tell the customer). Cancelling a
     cancelled order answers 200 again; a shipped or otherwise finished one is a 409."""
