@@ -122,6 +122,18 @@ def test_a_missing_or_malformed_idempotency_key_is_a_400_naming_the_header(ann, 
     assert Order.objects.count() == 0
 
 
+def test_an_order_takes_its_correlation_id_from_the_request(ann):
+    response = ann.http.post(
+        "/api/orders",
+        data=json.dumps(ORDER),
+        content_type="application/json",
+        headers=ann.headers(**{"Idempotency-Key": "traced", "X-Request-ID": "checkout-42"}),
+    )
+
+    assert response.json()["correlation_id"] == "checkout-42"
+    assert Order.objects.get(pk=response.json()["id"]).correlation_id == "checkout-42"
+
+
 def test_two_clients_using_the_same_key_get_an_order_each(ann, bob):
     first, second = ann.place(key="order-1"), bob.place(key="order-1")
 
