@@ -54,7 +54,8 @@ class ClientOrder(models.Model):
     # Null only inside the placing transaction: a committed row always has its order.
     order = models.OneToOneField(Order, on_delete=models.CASCADE, null=True, related_name="api_placement")
     response_status = models.PositiveSmallIntegerField(null=True)
-    response_body = models.JSONField(null=True)
+    # The exact bytes of the first response, so a replay is the same response to the byte.
+    response_body = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -3,6 +3,7 @@ client's idempotency key (Stripe-style) and given again to every retry with the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
@@ -17,7 +18,7 @@ from orders.errors import IdempotencyKeyReused
 @dataclass(frozen=True)
 class Placement:
     status: int
-    body: dict
+    body: str  # JSON, as first sent
     replayed: bool
 
 
@@ -37,7 +38,7 @@ def place_once(client: ApiClient, key: str, customer: str, lines: list[Line], co
                     idempotency_key=f"api:{client.pk}:{key}",
                     correlation_id=correlation_id,
                 )
-                body = order_detail(order)
+                body = json.dumps(order_detail(order))
                 claimed.order, claimed.response_status, claimed.response_body = order, 201, body
                 claimed.save(update_fields=["order", "response_status", "response_body"])
                 return Placement(201, body, replayed=False)
