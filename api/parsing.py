@@ -27,7 +27,7 @@ class StrictJsonParser(Parser):
             raise too_large()
         try:
             return json.loads(request.body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}", "body") from None
 
 

@@ -272,6 +272,8 @@ def test_a_lone_surrogate_in_a_string_is_a_422_not_a_database_error(ann):
         ('{"customer": "ann", "items": [', "application/json", 400, "body"),
         ('{"customer": "a", "customer": "b", "items": []}', "application/json", 400, "body"),
         ("", "application/json", 400, "body"),
+        ("[" * 50_000, "application/json", 400, "body"),
+        (b"\xff\xfe{}", "application/json", 400, "body"),
         ("customer=ann", "application/x-www-form-urlencoded", 415, "Content-Type"),
         (json.dumps(ORDER), "text/plain", 415, "Content-Type"),
         (json.dumps({**ORDER, "customer": "x" * 70_000}), "application/json", 413, "body"),
