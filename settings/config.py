@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "orders",
     "agents",
     "agents.outside",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -240,6 +241,8 @@ if not isinstance(GUARD_LIMITS, dict) or set(GUARD_LIMITS) - {"breakers", "concu
 WORKFLOW_MAX_STEPS = envint("WORKFLOW_MAX_STEPS", 50, minimum=1)
 WORKFLOW_MAX_COST = envfloat("WORKFLOW_MAX_COST", 100.0)
 BACKPRESSURE_MAX_PENDING = envint("BACKPRESSURE_MAX_PENDING", 5000, minimum=1)
+# The HTTP API refuses larger request bodies with 413.
+API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
 
 # Observability. Workers and the web process on one machine share PROMETHEUS_MULTIPROC_DIR
 # (empty it at each deploy) so /metrics adds up every process's counters.
