@@ -14,8 +14,9 @@ import traceback
 from decimal import Decimal
 from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import OperationalError, transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from orchestration import budgets, events, guards, lifecycle
 from orchestration.autonomous import run_autonomously
@@ -35,8 +36,16 @@ from orchestration.registry import Operation, registry
 logger = logging.getLogger(__name__)
 
 # Named transient errors: another attempt may succeed. Anything else is a bug or a
-# refusal, and the task goes dead with its traceback for an operator to read.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (RetryableError, OperationalError, SoftTimeLimitExceeded)
+# refusal, and the task goes dead with its traceback for an operator to read. A restart
+# of PostgreSQL or Redis (the guards' and the outside world's state) is transient too.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RetryableError,
+    OperationalError,
+    InterfaceError,
+    SoftTimeLimitExceeded,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
 
 
 def worker_name() -> str:
