@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -79,19 +79,24 @@ def place_orders(
 ) -> list[int]:
     """Place ``count`` orders; ``before_each(index)`` may pace them, or stop early by returning False.
     Their ids go to ``sink`` as they are placed, for whoever watches them meanwhile."""
-    rng = random.Random(seed)
     order_ids = sink if sink is not None else []
-    for index in range(count):
+    for index, customer, items in order_stream(count, catalogue, mix, seed):
         if before_each is not None and not before_each(index):
             break
-        lines = rng.sample(catalogue, k=rng.randint(1, 3))
-        items = [(product.sku, rng.randint(1, 3)) for product in sorted(lines, key=lambda p: p.pk)]
-        customer = customer_for(index, mix, rng)
         order = place_patiently(customer, items, idempotency_key=f"{run}-order-{index}")
         order_ids.append(order.pk)
         if on_placed:
             on_placed(index)
     return order_ids
+
+
+def order_stream(count: int, catalogue, mix: Mix, seed: int) -> Iterator[tuple[int, str, list[tuple[str, int]]]]:
+    """The same orders for the same seed: (index, customer, [(sku, quantity), ...])."""
+    rng = random.Random(seed)
+    for index in range(count):
+        lines = rng.sample(catalogue, k=rng.randint(1, 3))
+        items = [(product.sku, rng.randint(1, 3)) for product in sorted(lines, key=lambda p: p.pk)]
+        yield index, customer_for(index, mix, rng), items
 
 
 def place_patiently(customer: str, items: list[tuple[str, int]], *, idempotency_key: str, give_up_after: float = 300):
