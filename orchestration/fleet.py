@@ -24,13 +24,16 @@ class ProcessFailed(RuntimeError):
 
 def child_pids(pid: int) -> list[int]:
     children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    # Not Path.glob: it stats each entry and raises when a process exits meanwhile.
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[1]) == pid and fields[0] != "Z":
-            children.append(int(stat.parent.name))
+            children.append(int(entry))
     return children
 
 

@@ -100,10 +100,13 @@ class Monkey:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop killing; a restart that has not happened yet happens now, so every run has both."""
+    def stop(self, completed: bool = True) -> None:
+        """Stop killing. When the run completed, a restart that has not happened yet happens
+        now, so every run has both; an interrupted run just stops."""
         self.stopping.set()
         self.thread.join()
+        if not completed:
+            return
         for name in list(self.restarts):
             self.restart(name)
         for process in self.fleet.restart_dead():
@@ -112,15 +115,18 @@ class Monkey:
     def run(self) -> None:
         next_kill = time.monotonic() + self.plan.kill_every
         while not self.stopping.wait(0.25):
-            finished = self.progress.finished / self.total
-            for name, share in list(self.restarts.items()):
-                if finished >= share:
-                    self.restart(name)
-            if time.monotonic() >= next_kill:
-                self.kill_one()
-                next_kill = time.monotonic() + self.plan.kill_every
-            for process in self.fleet.restart_dead():
-                self.note(f"supervisor restarted {getattr(process, 'name', process.kind)}")
+            try:
+                finished = self.progress.finished / self.total
+                for name, share in list(self.restarts.items()):
+                    if finished >= share:
+                        self.restart(name)
+                if time.monotonic() >= next_kill:
+                    next_kill = time.monotonic() + self.plan.kill_every
+                    self.kill_one()
+                for process in self.fleet.restart_dead():
+                    self.note(f"supervisor restarted {getattr(process, 'name', process.kind)}")
+            except Exception as error:  # the monkey keeps going; the report says what went wrong
+                self.note(f"chaos step failed: {type(error).__name__}: {error}")
 
     def kill_one(self) -> None:
         """Alternately a prefork pool child (its master forks another) and a whole worker."""

@@ -239,11 +239,11 @@ def run_load(
     run: str | None = None,
     progress: bool = True,
     log_dir: Path | None = None,
-    during: Callable[[Fleet, Progress], Callable[[], None]] | None = None,
+    during: Callable[[Fleet, Progress], Callable[[bool], None]] | None = None,
     out: Callable[[str], None] = print,
 ) -> LoadResult:
     """Run the load test end to end and measure it; ``during`` starts extra trouble (chaos)
-    once the fleet is up and returns how to stop it."""
+    once the fleet is up and returns how to stop it (told whether the run completed)."""
     run = run or time.strftime("load%Y%m%d%H%M%S")
     install_periodic_jobs(all_periodic_jobs())
     configure_world(spec)
@@ -276,12 +276,12 @@ def run_load(
         seconds = time.monotonic() - started
         bar.refresh(force=True)
         if stop_trouble:
-            stop_trouble()
+            stop_trouble(True)
             stop_trouble = None
         quiet = workload.through_restarts(lambda: workload.wait_until_quiet(timeout=180))
     finally:
         if stop_trouble:
-            stop_trouble()
+            stop_trouble(False)
         bar.close()
         fleet.stop()
         connection.close()
