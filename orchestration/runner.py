@@ -46,6 +46,9 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
 )
+# What a circuit breaker counts against the dependency: a restart of our own database or
+# Redis is not the gateway's fault, and counting it would open every breaker at once.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (RetryableError, SoftTimeLimitExceeded)
 
 
 def worker_name() -> str:
@@ -177,7 +180,7 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         lifecycle.defer(claimed.pk, claimed.fence, run_after=deferral.run_after, reason=deferral.reason)
         return "deferred"
     except RETRYABLE_ERRORS as error:
-        if admission is not None:
+        if admission is not None and isinstance(error, DEPENDENCY_ERRORS):
             admission.record(ok=False)  # the dependency failed us: the breaker counts it
         return _fail(claimed, _describe(error), True)
     except PermanentError as error:
