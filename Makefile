@@ -6,7 +6,7 @@ PY := $(BIN)/python
 SERVERS := $(PY) -m settings.localservers
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint format demo up servers-start servers-stop servers-status clean
+.PHONY: venv test lint format demo loadtest chaos bench up servers-start servers-stop servers-status clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ test: lint
 demo: venv
 	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py demo $(DEMO_ARGS)'
+
+# Load, chaos and benchmark runs against the .run/dev servers, like the demo (BENCHMARKS.md).
+loadtest chaos bench: venv
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
+		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py $@ $(ARGS)'
 
 # Flower is never open: without FLOWER_BASIC_AUTH (user:password) this run gets a fresh password.
 up: venv

@@ -6,17 +6,23 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
+from typing import TypeVar
 
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Count
 from django.utils import timezone
 
 from agents.placement import place_order
+from orchestration.backpressure import Overloaded
 from orchestration.models import AgentTask, TaskStatus
 from orders.models import Order, Product
 from orders.states import TERMINAL_STATES
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,17 +67,67 @@ def customer_for(index: int, mix: Mix, rng: random.Random) -> str:
     return f"customer{index}{tag}@example.com"
 
 
-def place_orders(run: str, count: int, catalogue, mix: Mix = Mix(), seed: int = 7, on_placed=None) -> list[int]:
-    rng = random.Random(seed)
-    order_ids = []
-    for index in range(count):
-        lines = rng.sample(catalogue, k=rng.randint(1, 3))
-        items = [(product.sku, rng.randint(1, 3)) for product in sorted(lines, key=lambda p: p.pk)]
-        order, _ = place_order(customer_for(index, mix, rng), items, idempotency_key=f"{run}-order-{index}")
+def place_orders(
+    run: str,
+    count: int,
+    catalogue,
+    mix: Mix = Mix(),
+    seed: int = 7,
+    on_placed: Callable[[int], None] | None = None,
+    before_each: Callable[[int], bool] | None = None,
+    sink: list[int] | None = None,
+) -> list[int]:
+    """Place ``count`` orders; ``before_each(index)`` may pace them, or stop early by returning False.
+    Their ids go to ``sink`` as they are placed, for whoever watches them meanwhile."""
+    order_ids = sink if sink is not None else []
+    for index, customer, items in order_stream(count, catalogue, mix, seed):
+        if before_each is not None and not before_each(index):
+            break
+        order = place_patiently(customer, items, idempotency_key=f"{run}-order-{index}")
         order_ids.append(order.pk)
         if on_placed:
             on_placed(index)
     return order_ids
+
+
+def order_stream(count: int, catalogue, mix: Mix, seed: int) -> Iterator[tuple[int, str, list[tuple[str, int]]]]:
+    """The same orders for the same seed: (index, customer, [(sku, quantity), ...])."""
+    rng = random.Random(seed)
+    for index in range(count):
+        lines = rng.sample(catalogue, k=rng.randint(1, 3))
+        items = [(product.sku, rng.randint(1, 3)) for product in sorted(lines, key=lambda p: p.pk)]
+        yield index, customer_for(index, mix, rng), items
+
+
+def place_patiently(customer: str, items: list[tuple[str, int]], *, idempotency_key: str, give_up_after: float = 300):
+    """Place one order the way a well-behaved client does: wait out backpressure (a 503 with
+    Retry-After), and resend with the same key when the database is briefly unreachable."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        try:
+            order, _ = place_order(customer, items, idempotency_key=idempotency_key)
+            return order
+        except Overloaded as busy:
+            pause = min(busy.retry_after, 1.0)
+        except (OperationalError, InterfaceError):
+            connection.close()  # the server restarted: the next query opens a fresh connection
+            pause = 0.5
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"order {idempotency_key} could not be placed within {give_up_after:.0f}s")
+        time.sleep(pause)
+
+
+def through_restarts(function: Callable[[], T], give_up_after: float = 120) -> T:
+    """Call ``function``; while the database restarts, reconnect and call again."""
+    deadline = time.monotonic() + give_up_after
+    while True:
+        try:
+            return function()
+        except (OperationalError, InterfaceError):
+            connection.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def terminal_count(order_ids: list[int]) -> int:
@@ -106,11 +162,16 @@ class Figures:
         return self.orders / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
-        if not self.latencies:
-            return 0.0
-        if len(self.latencies) == 1:
-            return self.latencies[0]
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[int(p) - 1]
+        return percentile(self.latencies, p)
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (1-99) of the values, 0 when there are none."""
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
 def figures(order_ids: list[int], seconds: float) -> Figures:

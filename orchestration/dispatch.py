@@ -58,3 +58,21 @@ def publish(task_id: int, agent: str, operation: str = "", correlation_id: str =
     except Exception:  # the broker is down or unreachable; the database still holds the truth
         logger.warning("could not publish task %s to %s; the sweep will retry", task_id, queue, exc_info=True)
         return False
+
+
+def queue_depth(queue: str) -> int | None:
+    """Messages waiting in a broker queue (not those a worker holds); None when the broker
+    cannot say. A queue that does not exist yet holds none."""
+    from celery import current_app
+    from kombu.exceptions import ChannelError
+
+    try:
+        with current_app.connection_for_write() as connection:
+            try:
+                _name, depth, _consumers = connection.default_channel.queue_declare(queue=queue, passive=True)
+            except ChannelError:
+                return 0
+            return depth
+    except Exception:  # the broker is unreachable: the caller falls back to its old behaviour
+        logger.debug("could not read the depth of queue %s", queue, exc_info=True)
+        return None

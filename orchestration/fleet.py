@@ -24,14 +24,27 @@ class ProcessFailed(RuntimeError):
 
 def child_pids(pid: int) -> list[int]:
     children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    # Not Path.glob: it stats each entry and raises when a process exits meanwhile.
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[1]) == pid and fields[0] != "Z":
-            children.append(int(stat.parent.name))
+            children.append(int(entry))
     return children
+
+
+def resident_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class CeleryProcess:
@@ -55,6 +68,8 @@ class CeleryProcess:
 
     def start(self, wait: bool = True, timeout: float = 60) -> CeleryProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.process is not None:  # a restart: a fresh log, so "ready" means ready again
+            self.log_path = self.log_dir / f"{self.kind}-{uuid.uuid4().hex[:8]}.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "settings", self.kind, *self.args],
@@ -94,6 +109,12 @@ class CeleryProcess:
             self.process.wait(timeout)
         self.kill()
 
+    def rss_bytes(self) -> int:
+        """Resident memory of the process and its pool children, now."""
+        if not self.is_running():
+            return 0
+        return sum(resident_bytes(pid) for pid in [self.pid, *child_pids(self.pid)])
+
     def kill(self) -> None:
         """SIGKILL the process and everything in its group: a crash, not a shutdown."""
         if self.process is None:
@@ -119,6 +140,7 @@ class WorkerProcess(CeleryProcess):
         log_dir: Path | None = None,
         extra_args: list[str] | None = None,
     ):
+        name = name or f"worker-{uuid.uuid4().hex[:6]}"
         args = [
             "-Q",
             ",".join(queues),
@@ -127,13 +149,15 @@ class WorkerProcess(CeleryProcess):
             "-P",
             pool,
             "-n",
-            f"{name or 'worker-' + uuid.uuid4().hex[:6]}@%h",
+            f"{name}@%h",
             "--without-mingle",
             "--without-gossip",
             "-l",
             "info",
             *(extra_args or []),
         ]
+        self.name = name
+        self.pool = pool
         super().__init__(args, env, log_dir)
 
     def pool_pids(self) -> list[int]:
@@ -147,3 +171,38 @@ class BeatProcess(CeleryProcess):
 
     def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None):
         super().__init__(["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info"], env, log_dir)
+
+
+class Fleet:
+    """Worker and beat processes started, watched and stopped together."""
+
+    def __init__(self, processes: list[CeleryProcess]):
+        self.processes = processes
+
+    def start(self, timeout: float = 60) -> Fleet:
+        for process in self.processes:
+            process.start(wait=False)
+        for process in self.processes:
+            process.wait_ready(timeout)
+        return self
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+
+    def workers(self) -> list[WorkerProcess]:
+        return [process for process in self.processes if isinstance(process, WorkerProcess)]
+
+    def restart_dead(self, timeout: float = 60) -> list[CeleryProcess]:
+        """Start again whatever has died, as a process supervisor would; returns them."""
+        dead = [process for process in self.processes if not process.is_running()]
+        for process in dead:
+            process.kill()  # reap what is left of its group
+            process.start(wait=False)
+        for process in dead:
+            process.wait_ready(timeout)
+        return dead
+
+    def rss_bytes(self) -> dict[str, int]:
+        """Resident memory of each worker (with its pool), by name."""
+        return {worker.name: worker.rss_bytes() for worker in self.workers()}

@@ -14,8 +14,9 @@ import traceback
 from decimal import Decimal
 from typing import Any
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import OperationalError, transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from orchestration import budgets, events, guards, lifecycle
 from orchestration.autonomous import run_autonomously
@@ -35,8 +36,19 @@ from orchestration.registry import Operation, registry
 logger = logging.getLogger(__name__)
 
 # Named transient errors: another attempt may succeed. Anything else is a bug or a
-# refusal, and the task goes dead with its traceback for an operator to read.
-RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (RetryableError, OperationalError, SoftTimeLimitExceeded)
+# refusal, and the task goes dead with its traceback for an operator to read. A restart
+# of PostgreSQL or Redis (the guards' and the outside world's state) is transient too.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    RetryableError,
+    OperationalError,
+    InterfaceError,
+    SoftTimeLimitExceeded,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+# What a circuit breaker counts against the dependency: a restart of our own database or
+# Redis is not the gateway's fault, and counting it would open every breaker at once.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (RetryableError, SoftTimeLimitExceeded)
 
 
 def worker_name() -> str:
@@ -168,7 +180,7 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         lifecycle.defer(claimed.pk, claimed.fence, run_after=deferral.run_after, reason=deferral.reason)
         return "deferred"
     except RETRYABLE_ERRORS as error:
-        if admission is not None:
+        if admission is not None and isinstance(error, DEPENDENCY_ERRORS):
             admission.record(ok=False)  # the dependency failed us: the breaker counts it
         return _fail(claimed, _describe(error), True)
     except PermanentError as error:

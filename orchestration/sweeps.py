@@ -6,13 +6,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import Count
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
-from orchestration.dispatch import publish_on_commit
+from orchestration.dispatch import publish_on_commit, queue_depth
 from orchestration.events import emit_dead_event
 from orchestration.metrics import DEAD_LETTERS
 from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt
+from orchestration.registry import registry
 
 TABLE = AgentTask._meta.db_table
 ATTEMPTS = TaskAttempt._meta.db_table
@@ -78,9 +80,15 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
         "stale": now - timedelta(seconds=config.republish_after_seconds),
         "limit": limit or config.sweep_batch_size,
     }
+    params["crowded"] = crowded_agents(now)
+    # A task that became ready after a backoff or a deferral has no message yet: always send.
+    # One whose message is merely old is re-sent only when its agent's queue holds fewer
+    # messages than the agent has ready tasks: otherwise the message is likely still queued
+    # behind a backlog, and re-sending every 30 s would grow the queue without bound.
     ready = (
         "status = 'pending' AND run_after <= %(now)s AND (expires_at IS NULL OR expires_at > %(now)s)"
-        " AND (dispatched_at IS NULL OR dispatched_at < run_after OR dispatched_at < %(stale)s)"
+        " AND (dispatched_at IS NULL OR dispatched_at < run_after"
+        " OR (dispatched_at < %(stale)s AND NOT agent = ANY(%(crowded)s)))"
     )
     sql = f"""
         UPDATE {TABLE} AS t SET dispatched_at = %(now)s
@@ -92,6 +100,23 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
         rows = _fetch(sql, params)
         _after_sweep(rows)
     return len(rows)
+
+
+def crowded_agents(now: datetime) -> list[str]:
+    """Agents whose queue already holds a message for each of their ready tasks, or more."""
+    ready = dict(
+        AgentTask.objects.filter(status="pending", run_after__lte=now)
+        .values("agent")
+        .annotate(n=Count("pk"))
+        .values_list("agent", "n")
+    )
+    crowded = []
+    for agent, count in ready.items():
+        definition = registry.agent(agent)
+        depth = queue_depth(definition.queue if definition else f"agent.{agent}")
+        if depth is not None and depth >= count:
+            crowded.append(agent)
+    return crowded
 
 
 def prune_finished_tasks(now: datetime | None = None, limit: int = 5000) -> int:

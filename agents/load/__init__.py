@@ -1,0 +1,1 @@
+"""Load, chaos and benchmark runs: figures a user can reproduce with one command."""

@@ -1,0 +1,88 @@
+"""Load test: orders through the five agents at a chosen pace, then the figures and an HTML report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from agents.load import loadtest, report
+
+
+def add_load_arguments(parser, orders: int = 1000) -> None:
+    """The options loadtest, chaos and bench share."""
+    parser.add_argument("--orders", type=int, default=orders)
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="arrival rate, orders per second (default: as fast as possible)")
+    pace.add_argument("--concurrency", type=int, help="at most this many orders in flight")
+    parser.add_argument("--ramp-up", type=float, default=0, help="seconds to grow to the rate or concurrency")
+    parser.add_argument("--duration", type=float, help="stop placing orders after this many seconds")
+    parser.add_argument("--products", type=int, default=8, help="catalogue size")
+    parser.add_argument("--scarce", type=int, default=2, help="products that run out during the run")
+    parser.add_argument("--latency-ms", type=float, default=0, help="latency of every outside call")
+    parser.add_argument("--transient-rate", type=float, default=0.02, help="outside calls failing, nothing done")
+    parser.add_argument("--timeout-rate", type=float, default=0, help="outside calls timing out after taking effect")
+    parser.add_argument("--refusal-rate", type=float, default=0, help="charges declined and parcels refused")
+    parser.add_argument("--workers", type=int, default=2, help="agent worker processes (prefork)")
+    parser.add_argument("--worker-concurrency", type=int, default=2, help="pool size of each agent worker")
+    parser.add_argument(
+        "--slow-pool",
+        choices=["threads", "prefork"],
+        default="",
+        help="run the agents that call the outside world on one worker with this pool",
+    )
+    parser.add_argument("--slow-concurrency", type=int, default=50, help="pool size of that worker")
+    parser.add_argument("--dependency-slots", type=int, help="concurrent calls allowed per outside dependency")
+    parser.add_argument("--lease-seconds", type=int, help="default lease of a claim in the workers")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every order to finish")
+    parser.add_argument("--report", type=Path, help="HTML report path (default artifacts/<run>.html)")
+
+
+def spec_from(options: dict, **overrides) -> loadtest.LoadSpec:
+    fields = dict(
+        orders=options["orders"],
+        rate=options["rate"],
+        concurrency=options["concurrency"],
+        ramp_up=options["ramp_up"],
+        duration=options["duration"],
+        products=options["products"],
+        scarce=options["scarce"],
+        latency_ms=options["latency_ms"],
+        transient_rate=options["transient_rate"],
+        timeout_rate=options["timeout_rate"],
+        refusal_rate=options["refusal_rate"],
+        workers=options["workers"],
+        worker_concurrency=options["worker_concurrency"],
+        slow_pool=options["slow_pool"],
+        slow_concurrency=options["slow_concurrency"],
+        dependency_slots=options["dependency_slots"],
+        lease_seconds=options["lease_seconds"],
+        timeout=options["timeout"],
+    )
+    try:
+        return loadtest.LoadSpec(**(fields | overrides))
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+
+
+def report_path(options: dict, run: str) -> Path:
+    return options["report"] or Path("artifacts") / f"{run}.html"
+
+
+class Command(BaseCommand):
+    help = "Load test: place orders at a chosen pace on real workers; print the figures and write an HTML report."
+
+    def add_arguments(self, parser):
+        add_load_arguments(parser)
+
+    def handle(self, *args, **options):
+        spec = spec_from(options)
+        run = time.strftime("load%Y%m%d%H%M%S")
+        result = loadtest.run_load(spec, run=run, out=self.stdout.write)
+        for line in report.summary_lines(result):
+            self.stdout.write(line)
+        path = report.write_html(result, report_path(options, run))
+        self.stdout.write(f"\nHTML report: {path}")
+        if not all(invariant.holds for invariant in result.invariants):
+            raise CommandError("an invariant does not hold; see above")
