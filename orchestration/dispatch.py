@@ -35,12 +35,17 @@ def lease_for(agent: str, operation: str) -> int:
     return (declared.lease_seconds if declared else None) or kernel_settings().default_lease_seconds
 
 
+def queue_for(agent: str) -> str:
+    """The broker queue an agent's wake-up messages go to."""
+    definition = registry.agent(agent)
+    return definition.queue if definition else f"agent.{agent}"
+
+
 def publish(task_id: int, agent: str, operation: str = "", correlation_id: str = "") -> bool:
     """Send the message now. A failure is logged, not raised: the sweep will send it again."""
     from celery import current_app
 
-    definition = registry.agent(agent)
-    queue = definition.queue if definition else f"agent.{agent}"
+    queue = queue_for(agent)
     lease = lease_for(agent, operation)
     try:
         current_app.send_task(

@@ -10,11 +10,10 @@ from django.db.models import Count
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
-from orchestration.dispatch import publish_on_commit, queue_depth
+from orchestration.dispatch import publish_on_commit, queue_depth, queue_for
 from orchestration.events import emit_dead_event
 from orchestration.metrics import DEAD_LETTERS
-from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt
-from orchestration.registry import registry
+from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt, TaskStatus
 
 TABLE = AgentTask._meta.db_table
 ATTEMPTS = TaskAttempt._meta.db_table
@@ -80,7 +79,7 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
         "stale": now - timedelta(seconds=config.republish_after_seconds),
         "limit": limit or config.sweep_batch_size,
     }
-    params["crowded"] = crowded_agents(now)
+    params["crowded"] = crowded_agents(now, params["stale"])
     # A task that became ready after a backoff or a deferral has no message yet: always send.
     # One whose message is merely old is re-sent only when its agent's queue holds fewer
     # messages than the agent has ready tasks: otherwise the message is likely still queued
@@ -102,18 +101,15 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
     return len(rows)
 
 
-def crowded_agents(now: datetime) -> list[str]:
-    """Agents whose queue already holds a message for each of their ready tasks, or more."""
-    ready = dict(
-        AgentTask.objects.filter(status="pending", run_after__lte=now)
-        .values("agent")
-        .annotate(n=Count("pk"))
-        .values_list("agent", "n")
-    )
+def crowded_agents(now: datetime, stale: datetime) -> list[str]:
+    """Of the agents with a message old enough to re-send, those whose queue already holds a
+    message for each of their ready tasks, or more. A quiet system asks the broker nothing."""
+    ready = AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now)
+    with_stale = ready.filter(dispatched_at__lt=stale).values("agent").distinct()
+    counts = ready.filter(agent__in=with_stale).values("agent").annotate(n=Count("pk")).values_list("agent", "n")
     crowded = []
-    for agent, count in ready.items():
-        definition = registry.agent(agent)
-        depth = queue_depth(definition.queue if definition else f"agent.{agent}")
+    for agent, count in counts:
+        depth = queue_depth(queue_for(agent))
         if depth is not None and depth >= count:
             crowded.append(agent)
     return crowded

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from agents.invariants import InvariantResult
 from agents.load.loadtest import LoadResult, LoadSpec, Progress, run_load
@@ -167,6 +167,11 @@ def run_chaos(spec: LoadSpec, plan: ChaosPlan, **options) -> tuple[LoadResult, C
     return result, chaos_report(result, monkeys[0].happenings)
 
 
+def repeated(ledger: QuerySet, *fields: str) -> QuerySet:
+    """The ledger's groups by ``fields`` that hold more than one row, with their count ``n``."""
+    return ledger.values(*fields).annotate(n=Count("pk")).filter(n__gt=1)
+
+
 def chaos_report(result: LoadResult, happenings: list[str]) -> ChaosReport:
     orders = Order.objects.filter(pk__in=result.order_ids)
     refs = [str(order_id) for order_id in result.order_ids]
@@ -181,24 +186,15 @@ def chaos_report(result: LoadResult, happenings: list[str]) -> ChaosReport:
     ]
     duplicated = [
         f"order {row['order_ref']} charged {row['n']} times"
-        for row in GatewayEntry.objects.filter(order_ref__in=refs, kind=GatewayEntry.Kind.CHARGE)
-        .values("order_ref")
-        .annotate(n=Count("pk"))
-        .filter(n__gt=1)
+        for row in repeated(GatewayEntry.objects.filter(order_ref__in=refs, kind=GatewayEntry.Kind.CHARGE), "order_ref")
     ]
     duplicated += [
         f"order {row['order_ref']} has {row['n']} parcels"
-        for row in CarrierParcel.objects.filter(order_ref__in=refs)
-        .values("order_ref")
-        .annotate(n=Count("pk"))
-        .filter(n__gt=1)
+        for row in repeated(CarrierParcel.objects.filter(order_ref__in=refs), "order_ref")
     ]
     duplicated += [
         f"order {row['order_ref']} got {row['n']} '{row['kind']}' messages"
-        for row in ProviderMessage.objects.filter(order_ref__in=refs)
-        .values("order_ref", "kind")
-        .annotate(n=Count("pk"))
-        .filter(n__gt=1)
+        for row in repeated(ProviderMessage.objects.filter(order_ref__in=refs), "order_ref", "kind")
     ]
     return ChaosReport(
         accepted=len(result.order_ids),
