@@ -36,7 +36,8 @@ from orchestration.guards import redis_client
 
 SLOWPAY_SECONDS = 3.0
 SERVICES = ("gateway", "carrier", "provider")
-# The tag that makes every effectful call to that service time out after taking effect.
+# The tag that makes every charge (gateway) or parcel booking (carrier) for that customer time
+# out after taking effect; refunds and voids carry no customer, so they are spared.
 ALWAYS_TIMES_OUT = {"gateway": "paytimeout", "carrier": "shiptimeout"}
 
 
@@ -73,7 +74,7 @@ class Behaviour:
 
 
 def failures_on() -> bool:
-    return getattr(settings, "SIMULATED_FAILURES", False)
+    return settings.SIMULATED_FAILURES
 
 
 def configure(service: str, **values: float) -> None:
