@@ -15,9 +15,14 @@ subscribe("order.cancelled", inventory.NAME, "release_stock")
 subscribe("order.payment_failed", inventory.NAME, "release_stock")
 
 subscribe("order.payment_requested", payment.NAME, "charge")
+# Compensation: an order that ends unpaid gets back what the gateway took, and its parcel, if
+# one was booked, is voided. Both ask the outside service, since a call that timed out or a task
+# that died leaves an effect our own rows never saw.
 subscribe("order.cancelled", payment.NAME, "refund")
+subscribe("order.payment_failed", payment.NAME, "refund")
 
 subscribe("order.fulfillment_requested", fulfillment.NAME, "ship")
+subscribe("order.cancelled", fulfillment.NAME, "void_parcel")
 
 for event in notification.KIND_BY_EVENT:
     subscribe(event, notification.NAME, "notify")

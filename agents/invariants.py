@@ -102,16 +102,23 @@ def one_charge_and_the_right_net_amount() -> InvariantResult:
 
 
 def one_shipment_only_for_paid_orders() -> InvariantResult:
+    """A parcel still booked is a shipment: it belongs to a paid order that shipped. A voided
+    one was called off: its order must not have shipped. Either kind counts towards "one"."""
     result = InvariantResult(4, "at most one shipment per order, and only for paid orders")
     states = dict(Order.objects.values_list("pk", "state"))
+    shipped = {OrderState.SHIPPED, OrderState.COMPLETED}
     charged = set(GatewayEntry.objects.filter(kind=GatewayEntry.Kind.CHARGE).values_list("order_ref", flat=True))
-    for row in CarrierParcel.objects.values("order_ref").annotate(parcels=Count("pk")):
+    for row in CarrierParcel.objects.values("order_ref").annotate(
+        parcels=Count("pk"), booked=Count("pk", filter=Q(status=CarrierParcel.Status.BOOKED))
+    ):
         order_ref = row["order_ref"]
         if row["parcels"] > 1:
             result.violations.append(f"order {order_ref} has {row['parcels']} parcels at the carrier")
         state = states.get(int(order_ref)) if order_ref.isdigit() else None
-        if order_ref not in charged or state not in {OrderState.SHIPPED, OrderState.COMPLETED}:
+        if row["booked"] and (order_ref not in charged or state not in shipped):
             result.violations.append(f"order {order_ref} was shipped while {state or 'unknown'} and unpaid")
+        if not row["booked"] and state in shipped:
+            result.violations.append(f"order {order_ref} is {state} but its parcel was voided at the carrier")
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agents.effects import outside_key
 from agents.outside import world
 from orchestration.errors import RetryableError
 from orchestration.registry import AgentDefinition, Operation, register
@@ -23,7 +24,7 @@ def notify(context) -> dict:
     order = Order.objects.only("customer").get(pk=context.payload["order_id"])
     kind = KIND_BY_EVENT[context.event_type]
     # Keyed by (order, kind), not by task: one message per order and event at the provider.
-    key = f"order:{order.pk}:{kind}"
+    key = outside_key(order.pk, kind)
     try:
         reference = world.send_message(key, order_ref=str(order.pk), kind=kind, recipient=order.customer)
     except (world.ServiceUnavailable, world.ServiceTimeout) as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from agents.effects import Effect, outside_key
 from agents.outside import world
 from orchestration.errors import RetryableError
 from orchestration.registry import AgentDefinition, Operation, register
@@ -11,6 +12,8 @@ from orders import actions
 from orders.states import OrderState, PaymentStatus
 
 NAME = "payment"
+# An order that ended in one of these keeps no money: whatever the gateway took goes back.
+ENDED_UNPAID = frozenset({OrderState.CANCELLED, OrderState.PAYMENT_FAILED})
 
 
 def charge(context) -> dict:
@@ -19,9 +22,10 @@ def charge(context) -> dict:
     order = actions.lock_order(context.payload["order_id"])
     if order.state != OrderState.PAYMENT_PROCESSING or hasattr(order, "payment"):
         return {"skipped": order.state}  # cancelled before we got here, or already settled
-    key = context.outside_key("charge")
     try:
-        reference = world.charge(key, order_ref=str(order.pk), amount=order.total, customer=order.customer)
+        reference = world.charge(
+            outside_key(order.pk, Effect.CHARGE), order_ref=str(order.pk), amount=order.total, customer=order.customer
+        )
     except world.Declined as refusal:
         actions.record_payment(order, PaymentStatus.DECLINED, detail=str(refusal))
         context.emit("payment.declined", {"order_id": order.pk, "reason": str(refusal)})
@@ -34,9 +38,19 @@ def charge(context) -> dict:
     if expired_at is None or expired_at <= timezone.now():
         # The money landed after the hold on the stock ran out: give it back at once.
         # The expiry sweep then cancels the order and releases the stock.
-        refund_reference = world.refund(context.outside_key("late-refund"), order_ref=str(order.pk), amount=order.total)
+        try:
+            refund_reference = world.refund(
+                outside_key(order.pk, Effect.REFUND), order_ref=str(order.pk), amount=order.total
+            )
+        except (world.ServiceUnavailable, world.ServiceTimeout) as error:
+            raise RetryableError(str(error)) from error  # the next attempt finds both under their keys
         actions.record_payment(order, PaymentStatus.CHARGED, charge_reference=reference)
-        actions.record_refund(order.pk, refund_reference, detail="charge landed after the reservation expired")
+        actions.record_refund(
+            order,
+            charge_reference=reference,
+            refund_reference=refund_reference,
+            detail="charge landed after the reservation expired",
+        )
         context.emit("payment.refunded", {"order_id": order.pk, "reason": "late charge"})
         return {"refunded_late": True}
 
@@ -46,17 +60,32 @@ def charge(context) -> dict:
 
 
 def refund(context) -> dict:
-    order_id = context.payload["order_id"]
-    actions.lock_order(order_id)
-    payment = actions.charged_payment(order_id)
-    if payment is None:
-        return {"refunded": False}
+    """Give back whatever the gateway took for an order that ended unpaid. The gateway is asked
+    by the charge's key, not our Payment row: a charge whose answer was lost (it timed out, its
+    task died) took the money without our row ever being written. Safe to run twice, and when
+    nothing was taken."""
+    order = actions.lock_order(context.payload["order_id"])  # orders this after a charge in flight
+    if order.state not in ENDED_UNPAID:
+        return {"skipped": order.state}
+    if not actions.reached_state(order.pk, OrderState.PAYMENT_PROCESSING):
+        return {"refunded": False}  # no charge was ever asked for
+    refund_key = outside_key(order.pk, Effect.REFUND)
     try:
-        reference = world.refund(context.outside_key("refund"), order_ref=str(order_id), amount=payment.amount)
+        taken = world.find_charge(outside_key(order.pk, Effect.CHARGE))
+        if taken is None:
+            return {"refunded": False}
+        # Asked first, so a refund whose own answer was lost is not sent again to time out again.
+        given_back = world.find_refund(refund_key)
+        reference = (
+            given_back.reference
+            if given_back
+            else world.refund(refund_key, order_ref=str(order.pk), amount=taken.amount)
+        )
     except (world.ServiceUnavailable, world.ServiceTimeout) as error:
         raise RetryableError(str(error)) from error
-    actions.record_refund(order_id, reference, detail=context.payload.get("reason", ""))
-    context.emit("payment.refunded", {"order_id": order_id})
+    reason = context.payload.get("reason", "")
+    if actions.record_refund(order, charge_reference=taken.reference, refund_reference=reference, detail=reason):
+        context.emit("payment.refunded", {"order_id": order.pk})
     return {"refunded": reference}
 
 
@@ -71,6 +100,6 @@ definition = register(
         emits=frozenset({"payment.charged", "payment.declined", "payment.failed", "payment.refunded"}),
         terminal_events=frozenset({"payment.refunded"}),
         writes=frozenset({"orders.Payment"}),
-        must_not=("change an order's state", "charge without the task's idempotency key"),
+        must_not=("change an order's state", "charge without the order's idempotency key"),
     )
 )

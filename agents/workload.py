@@ -27,12 +27,23 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Mix:
-    """What share of customers ask for a failure by tag (see agents.outside.world)."""
+    """What share of customers ask for a failure by tag (see agents.outside.world); each field is
+    named after its tag. The world obeys tags only in workers with SIMULATED_FAILURES on."""
 
     decline: float = 0.05
     flaky: float = 0.05
     timeout: float = 0.02
     shipfail: float = 0.02
+    paytimeout: float = 0  # the charge dies after taking the money: the workflow must refund it
+    shiptimeout: float = 0  # the booking dies after the carrier took it: the workflow must void it
+
+    def __post_init__(self) -> None:
+        shares = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name, share in shares.items():
+            if not 0 <= share <= 1:
+                raise ValueError(f"the share of +{name} customers must be between 0 and 1, not {share}")
+        if sum(shares.values()) > 1:
+            raise ValueError(f"the shares of customers asking for failures add up to more than 1: {shares}")
 
 
 def seed_catalogue(run: str, products: int = 8, scarce: int = 2, stock: int = 10_000, scarce_stock: int = 300):
@@ -54,12 +65,8 @@ def seed_catalogue(run: str, products: int = 8, scarce: int = 2, stock: int = 10
 def customer_for(index: int, mix: Mix, rng: random.Random) -> str:
     roll = rng.random()
     tag = ""
-    for name, share in (
-        ("decline", mix.decline),
-        ("flaky", mix.flaky),
-        ("timeout", mix.timeout),
-        ("shipfail", mix.shipfail),
-    ):
+    for name in Mix.__dataclass_fields__:
+        share = getattr(mix, name)
         if roll < share:
             tag = f"+{name}"
             break

@@ -290,14 +290,29 @@ def record_payment(order: Order, status: str, *, charge_reference: str = "", det
     return payment
 
 
-def record_refund(order_id: int, refund_reference: str, detail: str = "") -> int:
-    """Mark a charged payment refunded; returns 1 when it changed."""
-    return Payment.objects.filter(order_id=order_id, status=PaymentStatus.CHARGED).update(
-        status=PaymentStatus.REFUNDED,
-        refund_reference=refund_reference,
-        detail=detail[:500],
-        updated_at=timezone.now(),
+def record_refund(order: Order, *, charge_reference: str, refund_reference: str, detail: str = "") -> bool:
+    """Our record of a refund the gateway made: the payment becomes REFUNDED, or is written
+    as REFUNDED when the charge timed out before we recorded it. True when it changed."""
+    now = timezone.now()
+    changed = (
+        Payment.objects.filter(order=order)
+        .exclude(status=PaymentStatus.REFUNDED)
+        .update(status=PaymentStatus.REFUNDED, refund_reference=refund_reference, detail=detail[:500], updated_at=now)
     )
+    if changed:
+        return True
+    _, created = Payment.objects.get_or_create(
+        order=order,
+        defaults={
+            "status": PaymentStatus.REFUNDED,
+            "amount": order.total,
+            "charge_reference": charge_reference,
+            "refund_reference": refund_reference,
+            "detail": detail[:500],
+            "updated_at": now,
+        },
+    )
+    return created
 
 
 def charged_payment(order_id: int) -> Payment | None:
@@ -309,8 +324,25 @@ def record_shipment(order: Order, carrier_reference: str) -> Shipment:
     return shipment
 
 
-def mark_shipment_returned(order_id: int) -> int:
-    return Shipment.objects.filter(order_id=order_id).update(status=ShipmentStatus.RETURNED)
+def record_returned_shipment(order: Order, carrier_reference: str) -> bool:
+    """Our record of a parcel the carrier voided for an order cancelled before it shipped
+    (written here when the booking timed out before we recorded it). True when it changed."""
+    changed = (
+        Shipment.objects.filter(order=order)
+        .exclude(status=ShipmentStatus.RETURNED)
+        .update(status=ShipmentStatus.RETURNED)
+    )
+    if changed:
+        return True
+    _, created = Shipment.objects.get_or_create(
+        order=order, defaults={"carrier_reference": carrier_reference, "status": ShipmentStatus.RETURNED}
+    )
+    return created
+
+
+def reached_state(order_id: int, state: str) -> bool:
+    """Whether the order was ever in this state, by its audit trail (written with each change)."""
+    return OrderTransition.objects.filter(order_id=order_id, to_state=state).exists()
 
 
 def record_notification(order_id: int, kind: str, provider_message_id: str, channel: str = "email"):

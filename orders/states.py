@@ -34,7 +34,7 @@ class PaymentStatus(models.TextChoices):
 
 class ShipmentStatus(models.TextChoices):
     CREATED = "created"  # the carrier accepted the parcel
-    RETURNED = "returned"  # the order was cancelled after shipping was booked
+    RETURNED = "returned"  # the order was cancelled after the carrier booked it; the booking was voided
 
 
 class NotificationKind(models.TextChoices):

@@ -201,6 +201,12 @@ EXTRA_PERIODIC_JOBS = [("agents.expire_reservations", 5, 5, "orchestration")]
 RESERVATION_TTL_SECONDS = envint("RESERVATION_TTL_SECONDS", 15 * 60, minimum=1)
 ORDER_MAX_LINES = envint("ORDER_MAX_LINES", 20, minimum=1)
 ORDER_MAX_QUANTITY = envint("ORDER_MAX_QUANTITY", 100, minimum=1)
+# The simulated outside world's failures on demand (agents.outside.world): tags in a customer's
+# address (+crash, +decline, ...) and the latency and failure rates set in Redis by configure().
+# For tests, the demo and the load runs only: with it on, any API caller can kill a worker.
+SIMULATED_FAILURES = envbool("SIMULATED_FAILURES", False)
+if PRODUCTION and SIMULATED_FAILURES:
+    raise ConfigurationError("SIMULATED_FAILURES must be off in production: it lets callers choose failures")
 
 # Guards, shared by the fleet (state in Redis). GUARD_LIMITS (JSON) replaces the defaults:
 # {"breakers": {dep: {failures, failure_rate, window_seconds, cooldown_seconds, successes}},

@@ -2,6 +2,7 @@
 
 from settings.config import *  # noqa: F403
 from settings.config import AGENT_MODULES, INSTALLED_APPS
+from settings.env import envbool
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.kernelapp"]
 AGENT_MODULES = [*AGENT_MODULES, "tests.kernelapp.agents"]
@@ -9,3 +10,5 @@ AGENT_MODULES = [*AGENT_MODULES, "tests.kernelapp.agents"]
 AGENT_TASK_BACKOFF_BASE_SECONDS = 0.2
 AGENT_TASK_BACKOFF_CAP_SECONDS = 1.0
 WORKER_HEARTBEAT_SECONDS = 1
+# The tests ask the simulated world for failures; a worker started with the variable off does not.
+SIMULATED_FAILURES = envbool("SIMULATED_FAILURES", True)

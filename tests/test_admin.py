@@ -200,13 +200,18 @@ def test_cancel_order_compensates_refuses_shipped_or_ended_orders_and_records_th
         assert order.state == OrderState.CANCELLED
         change = OrderTransition.objects.filter(order=order).latest("id")
         assert (change.event, change.actor) == ("operator.cancel", "operator")
-        # The compensation is under way: the cancel event made the release, refund and message tasks.
+        # The compensation is under way: the cancel event made the release, refund, void and message tasks.
         compensation = set(
             AgentTask.objects.filter(correlation_id=order.correlation_id, event_type="order.cancelled").values_list(
                 "agent", "operation"
             )
         )
-        assert compensation == {("inventory", "release_stock"), ("payment", "refund"), ("notification", "notify")}
+        assert compensation == {
+            ("inventory", "release_stock"),
+            ("payment", "refund"),
+            ("fulfillment", "void_parcel"),
+            ("notification", "notify"),
+        }
     assert Order.objects.get(pk=shipped.pk).state == OrderState.SHIPPED
     assert Order.objects.get(pk=completed.pk).state == OrderState.COMPLETED
     [message] = page_messages(response)

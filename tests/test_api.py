@@ -13,11 +13,15 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 
+from agents.outside import world
+from agents.outside.models import GatewayEntry
 from agents.placement import place_order
 from api.models import ApiClient, ClientOrder
+from orchestration.registry import registry
 from orders.actions import apply_transition
 from orders.models import Order, Product
 from orders.states import OrderState
+from tests.conftest import wait_until
 
 ORDER = {"customer": "ann@example.com", "items": [{"sku": "PEN", "quantity": 2}, {"sku": "INK", "quantity": 1}]}
 
@@ -394,6 +398,25 @@ def test_cancelling_a_shipped_order_is_a_409_naming_its_state(ann):
     assert response.status_code == 409
     assert error_of(response)["code"] == "illegal_state"
     assert "SHIPPED" in error_of(response)["message"]
+
+
+# --- Callers cannot choose failures ---------------------------------------------------
+
+
+def test_with_simulated_failures_off_a_crash_tag_in_the_address_kills_no_worker(ann, start_worker):
+    # Given workers that do not simulate failures, and a gateway told through Redis to decline all
+    worker = start_worker(registry.queues(), concurrency=2, env={"SIMULATED_FAILURES": "false"})
+    pool = sorted(worker.pool_pids())
+    world.configure("gateway", refusal_rate=1.0)
+
+    # When a caller asks for a crash in the customer address
+    response = ann.place({**ORDER, "customer": "mallory+crash@example.com"}, key="mallory")
+    order_id = response.json()["id"]
+
+    # Then the order goes through as any other, and every worker process is still the same one
+    wait_until(lambda: ann.get(f"/api/orders/{order_id}").json()["state"] == "COMPLETED", timeout=45)
+    assert worker.is_running() and sorted(worker.pool_pids()) == pool
+    assert GatewayEntry.objects.filter(order_ref=str(order_id), kind="charge").count() == 1
 
 
 # --- The schema and the docs -----------------------------------------------------------

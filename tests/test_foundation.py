@@ -54,6 +54,7 @@ def run_manage(env_overrides: dict[str, str | None], *args: str) -> subprocess.C
         ("REDIS_URL", "not a url"),
         ("ALLOWED_HOSTS", None),
         ("DEBUG", "maybe"),
+        ("SIMULATED_FAILURES", "true"),
     ],
 )
 def test_production_start_up_names_the_missing_or_malformed_variable(variable, value):

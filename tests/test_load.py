@@ -46,6 +46,8 @@ def test_loadtest_names_the_option_it_cannot_use(transactional_db):
         run("loadtest", orders=5, transient_rate=2)
     with pytest.raises(CommandError, match="orders must be at least 1"):
         run("loadtest", orders=0)
+    with pytest.raises(CommandError, match="pay-timeouts must be between 0 and 1"):
+        run("loadtest", orders=5, pay_timeouts=1.5)
 
 
 def test_chaos_kills_workers_restarts_both_servers_and_loses_nothing(redis_client, tmp_path):
@@ -57,10 +59,14 @@ def test_chaos_kills_workers_restarts_both_servers_and_loses_nothing(redis_clien
         restart_redis_at=0.1,
         restart_postgres_at=0.3,
         lease_seconds=5,
+        pay_timeouts=0.1,  # with this seed, 5 charges and 1 booking die after taking effect
+        ship_timeouts=0.1,
         report=tmp_path / "chaos.html",
     )
 
     assert "SIGKILL" in out
+    assert "PAYMENT_FAILED: RetryableError: gateway timed out (simulated) after taking effect" in out
+    assert "CANCELLED: RetryableError: carrier timed out (simulated) after taking effect" in out
     assert re.search(r"restarted redis on port \d+", out)
     assert re.search(r"restarted postgres on port \d+", out)
     assert "orders accepted    30" in out

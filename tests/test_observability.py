@@ -116,7 +116,7 @@ def test_the_trace_of_an_order_shows_its_retry_reclaim_and_compensation_in_order
     order = finish(order, timeout=60)
     assert order.state == OrderState.CANCELLED
     compensations = AgentTask.objects.filter(
-        correlation_id=order.correlation_id, operation__in=["refund", "release_stock"]
+        correlation_id=order.correlation_id, operation__in=["refund", "release_stock", "void_parcel", "notify"]
     )
     wait_until(lambda: {task.status for task in compensations.all()} == {TaskStatus.SUCCEEDED}, what="compensations")
 

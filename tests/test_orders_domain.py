@@ -187,6 +187,23 @@ def test_invariant_4_catches_a_shipment_for_an_unpaid_order(pen):
     assert violated(4) == [f"order {order.pk} was shipped while CREATED and unpaid"]
 
 
+def test_invariant_4_accepts_a_parcel_voided_for_a_cancelled_order(pen):
+    order, _ = place_order("a@example.com", [("PEN", 1)], idempotency_key="voided")
+    actions.apply_transition(order.pk, "operator.cancel")
+    CarrierParcel.objects.create(
+        idempotency_key="x", order_ref=str(order.pk), reference="p1", status=CarrierParcel.Status.VOIDED
+    )
+
+    assert violated(4) == []
+
+
+def test_invariant_4_catches_a_completed_order_whose_parcel_was_voided(pen):
+    order = completed_order(pen)
+    CarrierParcel.objects.filter(order_ref=str(order.pk)).update(status=CarrierParcel.Status.VOIDED)
+
+    assert violated(4) == [f"order {order.pk} is COMPLETED but its parcel was voided at the carrier"]
+
+
 def test_invariant_5_catches_a_duplicate_customer_message(pen):
     order = completed_order(pen)
     ProviderMessage.objects.create(

@@ -7,13 +7,14 @@ from decimal import Decimal
 
 import pytest
 
+from agents import invariants
 from agents.order import cancel_order
 from agents.outside import world
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from agents.placement import place_order
 from orchestration.models import AgentTask, TaskStatus
 from orders.errors import IllegalTransition
-from orders.models import Order, OrderTransition, Product
+from orders.models import Order, OrderTransition, Payment, Product
 from orders.states import TERMINAL_STATES, OrderState, PaymentStatus, ReservationStatus
 from tests.conftest import wait_until
 
@@ -156,6 +157,65 @@ def test_a_gateway_that_keeps_failing_ends_in_payment_failed_with_stock_released
     assert charge.status == TaskStatus.DEAD and charge.attempts == charge.max_attempts
     assert "unavailable" in order.reason
     wait_until(lambda: Product.objects.get(sku="INK").reserved == 0, what="release")
+
+
+def money_and_parcels_add_up() -> bool:
+    """DESIGN.md invariants 3 and 4: the gateway nets what completed orders cost, and no parcel
+    is left booked for an order that did not ship."""
+    money = invariants.one_charge_and_the_right_net_amount()
+    return money.holds and invariants.one_shipment_only_for_paid_orders().holds
+
+
+def test_a_charge_that_times_out_after_taking_the_money_on_every_attempt_is_refunded(fleet, catalogue):
+    fleet()
+    world.configure("gateway", timeout_rate=1.0)  # every call takes effect, then its answer is lost
+
+    order, _ = place_order("max@example.com", [("INK", 2)], idempotency_key="charge-lost")
+    order = finish(order, timeout=60)
+
+    assert order.state == OrderState.PAYMENT_FAILED and "timed out" in order.reason
+    charge = AgentTask.objects.get(correlation_id=order.correlation_id, operation="charge")
+    assert charge.status == TaskStatus.DEAD
+    wait_until(money_and_parcels_add_up, timeout=60, what="the charge the gateway kept to be refunded")
+    assert gateway_net(order) == 0
+    assert GatewayEntry.objects.filter(order_ref=str(order.pk), kind="charge").count() == 1
+    wait_until(lambda: Payment.objects.filter(order=order, status=PaymentStatus.REFUNDED).exists(), what="our record")
+    wait_until(lambda: messages(order) == ["failed"], what="the customer told")
+    wait_until(lambda: Product.objects.get(sku="INK").reserved == 0, what="release")
+
+
+def test_a_parcel_booked_before_the_carrier_timed_out_is_voided_and_the_order_refunded(fleet, catalogue):
+    fleet()
+    world.configure("carrier", timeout_rate=1.0)
+
+    order, _ = place_order("nia@example.com", [("PEN", 1)], idempotency_key="parcel-lost")
+    order = finish(order, timeout=60)
+
+    assert order.state == OrderState.CANCELLED and "timed out" in order.reason
+    wait_until(money_and_parcels_add_up, timeout=60, what="the parcel voided and the charge refunded")
+    parcel = CarrierParcel.objects.get(order_ref=str(order.pk))
+    assert parcel.status == CarrierParcel.Status.VOIDED
+    assert gateway_net(order) == 0
+    wait_until(lambda: messages(order) == ["cancelled", "confirmed"], what="the customer told")
+    wait_until(lambda: Product.objects.get(sku="PEN").sold == 0, what="stock back on the shelf")
+
+
+def test_a_cancel_while_a_timed_out_charge_waits_to_retry_refunds_what_the_gateway_took(fleet, catalogue):
+    fleet()
+    world.configure("gateway", timeout_rate=1.0)
+    order, _ = place_order("oli@example.com", [("PEN", 2)], idempotency_key="cancel-after-timeout")
+    wait_until(
+        lambda: GatewayEntry.objects.filter(order_ref=str(order.pk), kind="charge").exists(),
+        what="the gateway to take the money",
+    )
+
+    cancel_order(order.pk, actor="alice", reason="customer phoned")  # the charge task is backing off
+    order = finish(order)
+
+    assert order.state == OrderState.CANCELLED
+    wait_until(money_and_parcels_add_up, timeout=60, what="the charge to be refunded")
+    assert gateway_net(order) == 0
+    wait_until(lambda: messages(order) == ["cancelled"], what="the customer told")
 
 
 def test_two_orders_racing_for_the_last_unit_one_wins(fleet, catalogue):

@@ -104,7 +104,8 @@ def database_url() -> str:
 
 
 def worker_environment(spec: LoadSpec) -> dict[str, str]:
-    env = {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL}
+    # The workers obey the failure rates and the customers' failure tags the run asks for.
+    env = {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "SIMULATED_FAILURES": "true"}
     if spec.lease_seconds:
         env["AGENT_TASK_DEFAULT_LEASE_SECONDS"] = str(spec.lease_seconds)
     if spec.dependency_slots:

@@ -17,7 +17,8 @@ class GatewayEntryAdmin(ReadOnlyAdmin):
 
 @admin.register(CarrierParcel)
 class CarrierParcelAdmin(ReadOnlyAdmin):
-    list_display = ("id", "order_ref", "reference", "idempotency_key", "created_at")
+    list_display = ("id", "status", "order_ref", "reference", "idempotency_key", "created_at", "voided_at")
+    list_filter = ("status",)
     search_fields = ("=order_ref", "=reference", "=idempotency_key")
     ordering = ("-id",)
 

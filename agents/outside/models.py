@@ -24,13 +24,19 @@ class GatewayEntry(models.Model):
 
 
 class CarrierParcel(models.Model):
+    class Status(models.TextChoices):
+        BOOKED = "booked"  # the carrier will pick it up
+        VOIDED = "voided"  # the booking was called off before it shipped
+
     idempotency_key = models.CharField(max_length=255, unique=True)
     order_ref = models.CharField(max_length=64, db_index=True)
     reference = models.CharField(max_length=64, unique=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.BOOKED)
     created_at = models.DateTimeField(auto_now_add=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"parcel {self.reference} for {self.order_ref}"
+        return f"parcel {self.reference} for {self.order_ref} [{self.status}]"
 
 
 class ProviderMessage(models.Model):

@@ -1,15 +1,21 @@
-"""The simulated outside world: configurable latency and failures, ledgers that
-deduplicate on the idempotency key they are given.
+"""The simulated outside world: ledgers that deduplicate on the idempotency key they are given,
+look-ups by that key (the way a real gateway or carrier lets you retrieve what a key did), and,
+for tests and demos, latency and failures on demand.
 
-Behaviour is shared by every process through Redis (`configure("gateway", ...)`),
-so a test or a load run can turn failures on for the whole fleet. A customer
-address can also ask for a failure by tag, deterministically:
-  +decline   the gateway declines the charge
-  +flaky     the first call for a key fails transiently (nothing happens)
-  +timeout   the first call for a key takes effect, then times out
-  +crash     the first call for a key takes effect, then the calling process dies
-  +slowpay   the gateway takes SLOWPAY_SECONDS to answer
-  +shipfail  the carrier refuses the parcel
+Failures on demand need SIMULATED_FAILURES on in the calling process; otherwise the world
+behaves (a production deployment cannot be steered into failing, whatever a caller writes in
+an address or anybody writes in Redis). With it on, behaviour is shared by every process through
+Redis (`configure("gateway", ...)`), so a test or a load run can turn failures on for the whole
+fleet, and a customer address can ask for a failure by tag, deterministically:
+  +decline      the gateway declines the charge
+  +flaky        the first call for a key fails transiently (nothing happens)
+  +timeout      the first call for a key takes effect, then times out
+  +crash        the first call for a key takes effect, then the calling process dies
+  +slowpay      the gateway takes SLOWPAY_SECONDS to answer
+  +shipfail     the carrier refuses the parcel
+  +paytimeout   every charge takes effect, then times out (the charge task dies)
+  +shiptimeout  every parcel booking takes effect, then times out (the ship task dies)
+Look-ups can fail transiently but never time out: they change nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +27,18 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
+from django.utils import timezone
+
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from orchestration.autonomous import run_autonomously
 from orchestration.guards import redis_client
 
 SLOWPAY_SECONDS = 3.0
 SERVICES = ("gateway", "carrier", "provider")
+# The tag that makes every charge (gateway) or parcel booking (carrier) for that customer time
+# out after taking effect; refunds and voids carry no customer, so they are spared.
+ALWAYS_TIMES_OUT = {"gateway": "paytimeout", "carrier": "shiptimeout"}
 
 
 class OutsideError(Exception):
@@ -49,6 +61,10 @@ class Rejected(OutsideError):
     """Permanent: the carrier refuses this parcel."""
 
 
+class NotFound(OutsideError):
+    """Permanent: the service holds nothing under this key."""
+
+
 @dataclass(frozen=True)
 class Behaviour:
     latency_ms: float = 0
@@ -57,8 +73,13 @@ class Behaviour:
     refusal_rate: float = 0  # declines at the gateway, rejections at the carrier
 
 
+def failures_on() -> bool:
+    return settings.SIMULATED_FAILURES
+
+
 def configure(service: str, **values: float) -> None:
-    """Set a service's behaviour for every process (e.g. configure("gateway", transient_rate=0.1))."""
+    """Set a service's behaviour for every process (e.g. configure("gateway", transient_rate=0.1)).
+    Only processes with SIMULATED_FAILURES on obey it."""
     allowed = set(Behaviour.__dataclass_fields__)
     unknown = set(values) - allowed
     if service not in SERVICES or unknown:
@@ -70,8 +91,18 @@ def configure(service: str, **values: float) -> None:
 
 
 def behaviour(service: str) -> Behaviour:
+    if not failures_on():
+        return Behaviour()
     raw = redis_client().hgetall(f"outside:{service}")
     return Behaviour(**{name: float(value) for name, value in raw.items()})
+
+
+def tags(address: str) -> frozenset[str]:
+    """The failures an address asks for ("ann+flaky+crash@x" -> {"flaky", "crash"}); none when
+    simulated failures are off."""
+    if not address or not failures_on():
+        return frozenset()
+    return frozenset(address.split("@", 1)[0].split("+")[1:])
 
 
 def _first_call(service: str, key: str) -> bool:
@@ -84,24 +115,28 @@ def calls(service: str) -> int:
     return int(redis_client().get(f"outside:calls_total:{service}") or 0)
 
 
-def _enter(service: str, key: str, tags: str) -> Behaviour:
+def _enter(service: str, key: str, asked: frozenset[str] = frozenset()) -> Behaviour:
     redis_client().incr(f"outside:calls_total:{service}")
     current = behaviour(service)
     delay = current.latency_ms / 1000
-    if "+slowpay" in tags and service == "gateway":
+    if "slowpay" in asked and service == "gateway":
         delay += SLOWPAY_SECONDS
     if delay:
         time.sleep(delay)
-    if ("+flaky" in tags and _first_call(f"{service}:flaky", key)) or random.random() < current.transient_rate:
+    if ("flaky" in asked and _first_call(f"{service}:flaky", key)) or random.random() < current.transient_rate:
         raise ServiceUnavailable(f"{service} unavailable (simulated), nothing done for {key}")
     return current
 
 
-def _leave(service: str, key: str, tags: str, current: Behaviour) -> None:
+def _leave(service: str, key: str, asked: frozenset[str], current: Behaviour) -> None:
     """After the effect: the answer may still be lost, or the caller may die."""
-    if "+crash" in tags and _first_call(f"{service}:crash", key):
+    if "crash" in asked and _first_call(f"{service}:crash", key):
         os._exit(17)  # the process dies between the outside effect and its commit
-    if ("+timeout" in tags and _first_call(f"{service}:timeout", key)) or random.random() < current.timeout_rate:
+    if (
+        ("timeout" in asked and _first_call(f"{service}:timeout", key))
+        or ALWAYS_TIMES_OUT.get(service) in asked
+        or random.random() < current.timeout_rate
+    ):
         raise ServiceTimeout(f"{service} timed out (simulated) after taking effect for {key}")
 
 
@@ -121,57 +156,99 @@ def _record_once(model, key: str, defaults: dict, refusal: OutsideError | None =
     return entry
 
 
+def _look_up(service: str, entries, key: str):
+    """A read of the service's record under this key: it may fail transiently, changes nothing."""
+    _enter(service, key)
+    return entries.filter(idempotency_key=key).first()
+
+
 # --- The payment gateway ----------------------------------------------------------
 
 
 def charge(key: str, *, order_ref: str, amount: Decimal, customer: str) -> str:
     """Charge once per key; a repeated key returns the first charge's reference."""
-    current = _enter("gateway", key, customer)
-    declined = "+decline" in customer or random.random() < current.refusal_rate
+    asked = tags(customer)
+    current = _enter("gateway", key, asked)
+    declined = "decline" in asked or random.random() < current.refusal_rate
     entry = _record_once(
         GatewayEntry,
         key,
         {"order_ref": order_ref, "kind": "charge", "amount": amount, "reference": _reference("ch")},
         refusal=Declined(f"card declined for {order_ref}") if declined else None,
     )
-    _leave("gateway", key, customer, current)
+    _leave("gateway", key, asked, current)
     return entry.reference
 
 
 def refund(key: str, *, order_ref: str, amount: Decimal) -> str:
-    current = _enter("gateway", key, "")
+    current = _enter("gateway", key)
     entry = _record_once(
         GatewayEntry, key, {"order_ref": order_ref, "kind": "refund", "amount": -amount, "reference": _reference("re")}
     )
-    _leave("gateway", key, "", current)
+    _leave("gateway", key, frozenset(), current)
     return entry.reference
+
+
+def find_charge(key: str) -> GatewayEntry | None:
+    """The charge made under this key, if the gateway made one."""
+    return _look_up("gateway", GatewayEntry.objects.filter(kind=GatewayEntry.Kind.CHARGE), key)
+
+
+def find_refund(key: str) -> GatewayEntry | None:
+    """The refund made under this key, if the gateway made one."""
+    return _look_up("gateway", GatewayEntry.objects.filter(kind=GatewayEntry.Kind.REFUND), key)
 
 
 # --- The carrier -------------------------------------------------------------------
 
 
 def ship(key: str, *, order_ref: str, customer: str) -> str:
-    current = _enter("carrier", key, customer)
-    rejected = "+shipfail" in customer or random.random() < current.refusal_rate
+    asked = tags(customer)
+    current = _enter("carrier", key, asked)
+    rejected = "shipfail" in asked or random.random() < current.refusal_rate
     parcel = _record_once(
         CarrierParcel,
         key,
         {"order_ref": order_ref, "reference": _reference("pcl")},
         refusal=Rejected(f"carrier refused the parcel for {order_ref}") if rejected else None,
     )
-    _leave("carrier", key, customer, current)
+    _leave("carrier", key, asked, current)
     return parcel.reference
+
+
+def find_parcel(key: str) -> CarrierParcel | None:
+    """The parcel booked under this key (booked or voided), if the carrier booked one."""
+    return _look_up("carrier", CarrierParcel.objects.all(), key)
+
+
+def void_parcel(key: str) -> str:
+    """Void the parcel booked under this key; voiding it again is a no-op. Raises NotFound
+    when nothing was booked under the key."""
+    current = _enter("carrier", key)
+    parcel = CarrierParcel.objects.filter(idempotency_key=key).first()
+    if parcel is None:
+        raise NotFound(f"the carrier has no parcel booked under {key}")
+    run_autonomously(_mark_voided, parcel.pk)
+    _leave("carrier", key, frozenset(), current)
+    return parcel.reference
+
+
+def _mark_voided(parcel_id: int) -> None:
+    CarrierParcel.objects.filter(pk=parcel_id, status=CarrierParcel.Status.BOOKED).update(
+        status=CarrierParcel.Status.VOIDED, voided_at=timezone.now()
+    )
 
 
 # --- The message provider ----------------------------------------------------------
 
 
 def send_message(key: str, *, order_ref: str, kind: str, recipient: str) -> str:
-    current = _enter("provider", key, recipient)
+    asked = tags(recipient)
+    current = _enter("provider", key, asked)
     message = _record_once(
         ProviderMessage,
         key,
         {"order_ref": order_ref, "kind": kind, "recipient": recipient, "reference": _reference("msg")},
     )
-    _leave("provider", key, recipient, current)
+    _leave("provider", key, asked, current)
     return message.reference

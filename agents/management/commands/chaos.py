@@ -18,6 +18,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         add_load_arguments(parser, orders=5000)
+        # Some charges and bookings die after taking effect, so the compensations are under fire too.
+        parser.set_defaults(pay_timeouts=0.01, ship_timeouts=0.01)
         parser.add_argument("--kill-every", type=float, default=10.0, help="seconds between two SIGKILLs")
         parser.add_argument("--restart-redis-at", type=float, default=0.25, help="share of orders finished")
         parser.add_argument("--restart-postgres-at", type=float, default=0.5, help="share of orders finished")

@@ -37,9 +37,14 @@ class Command(BaseCommand):
             "some customers are declined, some calls fail transiently or time out after taking effect"
         )
 
-        fleet = [WorkerProcess(registry.queues(), concurrency=concurrency, name=f"agents{i}") for i in range(workers)]
-        fleet.append(WorkerProcess(["orchestration"], concurrency=1, name="maintenance"))
-        fleet.append(BeatProcess())
+        # The demo's customers ask the simulated world for failures; its workers obey them.
+        env = {"SIMULATED_FAILURES": "true"}
+        fleet = [
+            WorkerProcess(registry.queues(), concurrency=concurrency, name=f"agents{i}", env=env)
+            for i in range(workers)
+        ]
+        fleet.append(WorkerProcess(["orchestration"], concurrency=1, name="maintenance", env=env))
+        fleet.append(BeatProcess(env=env))
         for process in fleet:
             process.start(wait=False)
         for process in fleet:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from agents import workload
 from agents.load import loadtest, report
 
 
@@ -24,6 +25,18 @@ def add_load_arguments(parser, orders: int = 1000) -> None:
     parser.add_argument("--transient-rate", type=float, default=0.02, help="outside calls failing, nothing done")
     parser.add_argument("--timeout-rate", type=float, default=0, help="outside calls timing out after taking effect")
     parser.add_argument("--refusal-rate", type=float, default=0, help="charges declined and parcels refused")
+    parser.add_argument(
+        "--pay-timeouts",
+        type=float,
+        default=0,
+        help="share of customers whose every charge takes the money, then times out (the workflow must refund)",
+    )
+    parser.add_argument(
+        "--ship-timeouts",
+        type=float,
+        default=0,
+        help="share of customers whose every parcel booking is taken, then times out (the workflow must void it)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="agent worker processes (prefork)")
     parser.add_argument("--worker-concurrency", type=int, default=2, help="pool size of each agent worker")
     parser.add_argument(
@@ -60,7 +73,11 @@ def spec_from(options: dict, **overrides) -> loadtest.LoadSpec:
         lease_seconds=options["lease_seconds"],
         timeout=options["timeout"],
     )
+    for name in ("pay_timeouts", "ship_timeouts"):
+        if not 0 <= options[name] <= 1:
+            raise CommandError(f"{name.replace('_', '-')} must be between 0 and 1, not {options[name]}")
     try:
+        fields["mix"] = workload.Mix(paytimeout=options["pay_timeouts"], shiptimeout=options["ship_timeouts"])
         return loadtest.LoadSpec(**(fields | overrides))
     except ValueError as error:
         raise CommandError(str(error)) from None
