@@ -9,11 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
 from orchestration.enqueue import enqueue
 from orchestration.models import AgentTask, TaskStatus
-from settings.localservers import BASE_DIR, LocalServers
+from settings.localservers import BASE_DIR, LocalServers, process_command_line
 from tests.conftest import wait_until
 from tests.kernelapp.models import Effect
 
@@ -88,6 +90,61 @@ def test_local_servers_start_stop_and_recover_from_a_killed_run():
         again = servers.start()
         assert servers.postgres.accepts_queries() and servers.redis.answers_ping()
         assert again == first  # same ports: URLs handed out earlier stay valid
+    finally:
+        servers.stop()
+
+
+def refuses_without_password(servers: LocalServers) -> bool:
+    """Neither server lets in a client that does not give the folder's password."""
+    try:
+        psycopg.connect(f"postgresql://postgres@127.0.0.1:{servers.postgres.port}/app", connect_timeout=5).close()
+        return False
+    except psycopg.OperationalError as refusal:
+        assert "password" in str(refusal)
+    anonymous = redis.Redis(host="127.0.0.1", port=servers.redis.port, socket_timeout=5)
+    try:
+        anonymous.set("written-by", "a stranger")
+        return False
+    except redis.AuthenticationError:
+        return True
+    finally:
+        anonymous.close()
+
+
+def test_local_servers_ask_for_the_folder_password_and_give_it_to_servers_made_before_passwords():
+    run_dir = Path(tempfile.mkdtemp(prefix="servers-", dir=BASE_DIR / ".run"))
+    run_dir.chmod(0o755)
+    servers = LocalServers(run_dir)
+    try:
+        urls = servers.start()
+        assert refuses_without_password(servers)
+        assert (run_dir / "password").stat().st_mode & 0o777 == 0o600
+        password = (run_dir / "password").read_text().strip()
+        assert password in urls["DATABASE_URL"] and password in urls["REDIS_URL"]
+        assert password not in process_command_line(servers.redis.pid) + process_command_line(servers.postgres.pid)
+        with psycopg.connect(urls["DATABASE_URL"]) as connection:
+            assert connection.execute("SELECT current_database()").fetchone() == ("app",)
+        assert redis.Redis.from_url(urls["REDIS_URL"]).ping()
+
+        # Servers still running as a folder made before passwords had them: no password
+        # in Redis, trust in pg_hba.conf, no password file.
+        with psycopg.connect(urls["DATABASE_URL"], autocommit=True) as connection:
+            (servers.postgres.data_dir / "pg_hba.conf").write_text(
+                "local all all trust\nhost all all 127.0.0.1/32 trust\n"
+            )
+            connection.execute("SELECT pg_reload_conf()")
+        redis.Redis.from_url(urls["REDIS_URL"]).config_set("requirepass", "")
+        for leftover in (run_dir / "password", servers.postgres.password_marker, servers.redis.config_path):
+            leftover.unlink()
+        assert not refuses_without_password(servers)
+
+        upgraded = LocalServers(run_dir).start()
+
+        assert refuses_without_password(servers)
+        assert upgraded != urls and (run_dir / "password").read_text().strip() in upgraded["DATABASE_URL"]
+        with psycopg.connect(upgraded["DATABASE_URL"]) as connection:
+            assert connection.execute("SELECT 1").fetchone() == (1,)
+        assert redis.Redis.from_url(upgraded["REDIS_URL"]).ping()
     finally:
         servers.stop()
 
