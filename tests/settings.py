@@ -9,3 +9,5 @@ AGENT_MODULES = [*AGENT_MODULES, "tests.kernelapp.agents"]
 AGENT_TASK_BACKOFF_BASE_SECONDS = 0.2
 AGENT_TASK_BACKOFF_CAP_SECONDS = 1.0
 WORKER_HEARTBEAT_SECONDS = 1
+# The scrape token the metrics tests send (tests.test_observability.scrape).
+METRICS_TOKEN = "test-only-scrape-token-0123456789abcdef"
