@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from django.urls import path
 
 from orchestration.enqueue import enqueue
 from orchestration.models import AgentTask, TaskStatus
@@ -56,6 +57,8 @@ def run_manage(env_overrides: dict[str, str | None], *args: str) -> subprocess.C
         ("REDIS_URL", "not a url"),
         ("ALLOWED_HOSTS", None),
         ("DEBUG", "maybe"),
+        ("DEBUG", "true"),  # the debug page would show settings and variables to anyone
+        ("METRICS_TOKEN", "too-short"),
     ],
 )
 def test_production_start_up_names_the_missing_or_malformed_variable(variable, value):
@@ -64,6 +67,22 @@ def test_production_start_up_names_the_missing_or_malformed_variable(variable, v
     assert result.returncode != 0
     assert variable in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "mysql://app:hunter2-db-secret@db.internal/app"),
+        ("REDIS_URL", "redis//:hunter2-db-secret@redis.internal:6379/0"),
+        ("REDIS_URL", "http://redis.internal/0?password=hunter2-db-secret"),
+    ],
+)
+def test_a_malformed_url_is_named_without_its_password(variable, value):
+    result = run_manage({**PRODUCTION_ENV, variable: value}, "check")
+
+    assert result.returncode != 0
+    assert variable in result.stderr and "***" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
 
 
 def test_production_settings_pass_the_deploy_check():
@@ -92,6 +111,37 @@ def test_local_servers_start_stop_and_recover_from_a_killed_run():
         assert again == first  # same ports: URLs handed out earlier stay valid
     finally:
         servers.stop()
+
+
+SECRET = "-".join(["hunter2", "not", "for", "your", "eyes"])  # never in the source, which the page quotes
+
+
+def failing_view(request):
+    broker_url = f"redis://:{SECRET}@redis.internal:6379/0"  # a frame variable the page lists
+    raise RuntimeError(f"could not reach {broker_url.split('@')[1]}")
+
+
+urlpatterns = [path("fail", failing_view)]
+
+
+@pytest.mark.urls(__name__)
+def test_the_debug_page_shows_no_password_from_urls_settings_environment_or_variables(client, settings):
+    settings.DEBUG = True
+    settings.DATABASE_URL = f"postgresql://app:{SECRET}@db.internal:5432/app"
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = f"redis://:{SECRET}@redis.internal:6379/0"
+    settings.FLOWER_BASIC_AUTH = f"operator:{SECRET}"
+    client.raise_request_exception = False
+
+    response = client.get(
+        "/fail",
+        HTTP_AUTHORIZATION=f"Bearer {SECRET}",
+        REDIS_URL=f"redis://:{SECRET}@redis.internal:6379/0",  # the environment, as runserver passes it
+    )
+
+    page = response.content.decode()
+    assert response.status_code == 500 and "RuntimeError" in page and "CELERY_BROKER_URL" in page
+    assert "redis://:***@redis.internal:6379/0" in page  # what it points at stays readable
+    assert SECRET not in page
 
 
 def refuses_without_password(servers: LocalServers) -> bool:
