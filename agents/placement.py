@@ -24,11 +24,11 @@ def place_order(
 ) -> tuple[Order, bool]:
     """Accept the order and start its workflow; (order, created). The same key returns
     the same order; the same key with a different body raises IdempotencyKeyReused;
-    a backlog past BACKPRESSURE_MAX_PENDING raises orchestration.backpressure.Overloaded."""
+    BACKPRESSURE_MAX_PENDING or more ready tasks (all agents) raise orchestration.backpressure.Overloaded."""
     lines = [item if isinstance(item, Line) else Line(sku=item[0], quantity=item[1]) for item in items]
     if not Order.objects.filter(idempotency_key=idempotency_key).exists():
         # A repeat of an accepted order is always answered; new work waits for the backlog.
-        refuse_when_backlogged("inventory", "reserve_stock", settings.BACKPRESSURE_MAX_PENDING)
+        refuse_when_backlogged(settings.BACKPRESSURE_MAX_PENDING)
     with transaction.atomic():
         order, created = create_order(
             customer,

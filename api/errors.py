@@ -110,7 +110,8 @@ def install_error_handlers(api: NinjaAPI) -> None:
         lambda exc: ApiError(
             503,
             "overloaded",
-            "too much work is waiting; retry later with the same Idempotency-Key",
+            f"{exc.backlog} or more tasks wait for a worker (BACKPRESSURE_MAX_PENDING is {exc.limit}); "
+            "retry after Retry-After seconds with the same Idempotency-Key",
             headers={"Retry-After": str(max(1, int(exc.retry_after)))},
         ),
     )

@@ -32,6 +32,7 @@ class ApiClient(models.Model):
 
     class Meta:
         verbose_name = "API client"
+        indexes = [models.Index(fields=["token_prefix"], name="apiclient_token_prefix")]  # the admin's search
 
     def __str__(self) -> str:
         return f"{self.name} ({self.token_prefix}...)"

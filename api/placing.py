@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from agents.placement import place_order
+from api.errors import ApiError
 from api.models import ApiClient, ClientOrder
 from api.serialize import order_detail
 from orders.actions import Line, fingerprint
 from orders.errors import IdempotencyKeyReused
+from orders.models import Order
+from orders.states import TERMINAL_STATES, OrderState
+
+LIVE_STATES = [state.value for state in OrderState if state not in TERMINAL_STATES]
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ def place_once(client: ApiClient, key: str, customer: str, lines: list[Line], co
     digest = fingerprint(customer, lines)
     record = ClientOrder.objects.filter(client=client, idempotency_key=key).first()
     if record is None:
+        refuse_past_unfinished_cap(client)
         with transaction.atomic():
             claimed = _claim(client, key, digest)
             if claimed is not None:
@@ -57,3 +64,24 @@ def _claim(client: ApiClient, key: str, digest: str) -> ClientOrder | None:
             return ClientOrder.objects.create(client=client, idempotency_key=key, request_fingerprint=digest)
     except IntegrityError:
         return None
+
+
+def unfinished_orders(client: ApiClient, cap: int) -> int:
+    """The client's orders not yet in a terminal state, counted up to ``cap``: the live
+    orders come from the (state, updated_at) index, each joined to its placement by key."""
+    live = Order.objects.filter(state__in=LIVE_STATES, api_placement__client=client)
+    return len(live.values("pk")[:cap])
+
+
+def refuse_past_unfinished_cap(client: ApiClient) -> None:
+    """429 when the client already has API_MAX_UNFINISHED_ORDERS orders in flight, so one
+    client cannot fill the system. Checked before placing, not under a lock: requests racing
+    each other may pass the cap by a few."""
+    cap = settings.API_MAX_UNFINISHED_ORDERS
+    if unfinished_orders(client, cap) >= cap:
+        raise ApiError(
+            429,
+            "too_many_unfinished_orders",
+            f"this client has {cap} orders that have not finished, the most it may have "
+            "(API_MAX_UNFINISHED_ORDERS); place more when some have completed or been cancelled",
+        )

@@ -57,7 +57,7 @@ class StateChange(Schema):
     to_state: str
     event: str
     at: datetime
-    by: str = Field(description="The agent or the actor (operator or API client) that made it.")
+    by: str = Field(description='The agent that made it, "api client <name>" for a client\'s cancel, or "operator".')
     detail: str
 
 

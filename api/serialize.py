@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+from api.models import ApiClient
 from api.schemas import OrderOut, OrderSummary
-from orders.models import Order
+from orders.models import Order, OrderTransition
+
+CLIENT_ACTOR_PREFIX = "api client "
+OPERATOR = "operator"
+
+
+def client_actor(client: ApiClient) -> str:
+    """How a change a client made is recorded in the order's audit trail."""
+    return f"{CLIENT_ACTOR_PREFIX}{client.name}"
+
+
+def shown_actor(change: OrderTransition) -> str:
+    """Who made a change, as the API shows it: the agent, the calling client, or "operator":
+    an operator's username stays in the audit trail, never leaves through the API."""
+    if change.agent:
+        return change.agent
+    if change.actor.startswith(CLIENT_ACTOR_PREFIX):
+        return change.actor
+    return OPERATOR if change.actor else ""
 
 
 def summary_fields(order: Order) -> dict:
@@ -40,7 +59,7 @@ def order_detail(order: Order) -> dict:
             "to_state": change.to_state,
             "event": change.event,
             "at": change.created_at,
-            "by": change.agent or change.actor,
+            "by": shown_actor(change),
             "detail": change.detail,
         }
         for change in order.transitions.order_by("created_at", "pk")

@@ -14,7 +14,7 @@ from api.errors import IDEMPOTENCY_HEADER, ApiError, install_error_handlers
 from api.parsing import StrictJsonParser
 from api.placing import place_once
 from api.schemas import IDEMPOTENCY_KEY_PATTERN, MAX_ID, Error, OrderIn, OrderOut, OrderPage
-from api.serialize import order_detail, order_summary
+from api.serialize import client_actor, order_detail, order_summary
 from orders.actions import Line
 from orders.errors import IllegalTransition
 from orders.models import Order
@@ -30,7 +30,8 @@ api = NinjaAPI(
         "Place and follow orders. Every request needs `Authorization: Bearer <client token>`. "
         "`POST /api/orders` needs an `Idempotency-Key`: a retry with the same key and body gets "
         "the first response again (with `Idempotent-Replayed: true`); the same key with another "
-        'body is refused (422). Every error is `{"error": {"code", "message", "field", "details"}}`.'
+        'body is refused (422). Every error is `{"error": {"code", "message", "field", "details"}}`. '
+        "Each client has a rate limit and a cap on its unfinished orders; past either it gets 429."
     ),
     auth=ClientToken(),
     parser=StrictJsonParser(),
@@ -41,6 +42,7 @@ install_error_handlers(api)
 # What each operation may answer besides success, so the schema documents every status.
 UNAUTHENTICATED = 401
 INVALID = 422  # a parameter or the body is wrong; the error names it
+TOO_MANY = 429  # the client's rate limit, or (placing) its cap on unfinished orders
 OrderId = Annotated[int, Path(ge=1, le=MAX_ID, description="The order's id.")]
 
 
@@ -62,7 +64,7 @@ def owned_order(request: HttpRequest, order_id: int) -> Order:
 
 @api.post(
     "/orders",
-    response={201: OrderOut, (400, UNAUTHENTICATED, 413, 415, INVALID, 503): Error},
+    response={201: OrderOut, (400, UNAUTHENTICATED, 413, 415, INVALID, TOO_MANY, 503): Error},
     summary="Place an order",
     openapi_extra={"responses": {201: {"headers": {"Idempotent-Replayed": {"schema": {"type": "string"}}}}}},
 )
@@ -79,7 +81,8 @@ def place(
     ],
 ):
     """Accept the order (state CREATED) and start its workflow. 503 with Retry-After when the
-    system is overloaded: retry later with the same key."""
+    system is overloaded: retry later with the same key. 429 when this client is over its
+    rate limit (with Retry-After) or has API_MAX_UNFINISHED_ORDERS orders still in flight."""
     refuse_unknown_query(request)
     lines = [Line(sku=line.sku, quantity=line.quantity) for line in payload.items]
     placement = place_once(request.auth, idempotency_key, payload.customer, lines, request.correlation_id)
@@ -92,7 +95,9 @@ def place(
 
 
 @api.get(
-    "/orders", response={200: OrderPage, (UNAUTHENTICATED, INVALID): Error}, summary="List your orders, newest first"
+    "/orders",
+    response={200: OrderPage, (UNAUTHENTICATED, INVALID, TOO_MANY): Error},
+    summary="List your orders, newest first",
 )
 def list_orders(
     request: HttpRequest,
@@ -114,7 +119,7 @@ def list_orders(
 
 @api.get(
     "/orders/{order_id}",
-    response={200: OrderOut, (UNAUTHENTICATED, 404, INVALID): Error},
+    response={200: OrderOut, (UNAUTHENTICATED, 404, INVALID, TOO_MANY): Error},
     summary="An order: state, lines, totals, history",
 )
 def get_order(request: HttpRequest, order_id: OrderId):
@@ -123,7 +128,7 @@ def get_order(request: HttpRequest, order_id: OrderId):
 
 @api.post(
     "/orders/{order_id}/cancel",
-    response={200: OrderOut, (UNAUTHENTICATED, 404, 409, INVALID): Error},
+    response={200: OrderOut, (UNAUTHENTICATED, 404, 409, INVALID, TOO_MANY): Error},
     summary="Cancel an order",
 )
 def cancel(request: HttpRequest, order_id: OrderId):
@@ -131,7 +136,7 @@ def cancel(request: HttpRequest, order_id: OrderId):
     cancelled order answers 200 again; a shipped or otherwise finished one is a 409."""
     order = owned_order(request, order_id)
     try:
-        order = cancel_with_compensation(order.pk, actor=f"api client {request.auth.name}")
+        order = cancel_with_compensation(order.pk, actor=client_actor(request.auth))
     except IllegalTransition as refusal:
         if refusal.state != OrderState.CANCELLED:
             raise

@@ -1,18 +1,33 @@
-"""Backpressure: refuse new work at the front of a workflow when its backlog is too deep,
-instead of queuing without bound. Callers turn Overloaded into 503 + Retry-After."""
+"""Backpressure: refuse new work at the front of a workflow when the backlog is too deep,
+instead of queuing without bound. Callers turn Overloaded into 503 + Retry-After.
+
+The backlog is every agent's ready work (pending and due), counted up to a bound so a huge
+backlog costs no more than a large one; both counts read partial indexes of the live and
+the finished rows. Retry-After is how long the workers, at the pace of the last minute,
+take to bring the backlog back under the limit.
+"""
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
 from orchestration.errors import KernelError
-from orchestration.models import AgentTask, TaskStatus
+from orchestration.models import FINISHED_STATUSES, AgentTask, TaskStatus
+
+DRAIN_WINDOW = timedelta(minutes=1)
+MIN_RETRY_AFTER = 1
+MAX_RETRY_AFTER = 60  # also the answer when nothing finished lately: check back in a minute
 
 
 class Overloaded(KernelError):
     """The backlog passed its limit; try again after ``retry_after`` seconds."""
 
-    def __init__(self, agent: str, operation: str, backlog: int, limit: int, retry_after: int):
+    def __init__(self, backlog: int, limit: int, retry_after: int):
         super().__init__(
-            f"overloaded: {backlog} or more {agent}.{operation} tasks pending (limit {limit}); "
+            f"overloaded: {backlog} or more tasks are ready and waiting for a worker (limit {limit}); "
             f"retry after {retry_after}s"
         )
         self.backlog = backlog
@@ -20,13 +35,35 @@ class Overloaded(KernelError):
         self.retry_after = retry_after
 
 
-def pending_backlog(agent: str, operation: str, cap: int) -> int:
-    """Pending tasks of this operation, counted up to ``cap`` (so a huge backlog costs no more)."""
-    ids = AgentTask.objects.filter(status=TaskStatus.PENDING, agent=agent, operation=operation).values("id")[:cap]
-    return len(ids)
+def ready_backlog(cap: int, now: datetime | None = None) -> int:
+    """Pending tasks of every agent whose run_after has come, counted up to ``cap``."""
+    now = now or timezone.now()
+    return len(AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now).values("id")[:cap])
 
 
-def refuse_when_backlogged(agent: str, operation: str, limit: int, retry_after: int = 5) -> None:
-    backlog = pending_backlog(agent, operation, limit)
-    if backlog >= limit:
-        raise Overloaded(agent, operation, backlog, limit, retry_after)
+def finished_lately(cap: int, now: datetime | None = None) -> int:
+    """Tasks finished (any way) in the last DRAIN_WINDOW, counted up to ``cap``."""
+    now = now or timezone.now()
+    since = now - DRAIN_WINDOW
+    finished = AgentTask.objects.filter(status__in=FINISHED_STATUSES, finished_at__gte=since)
+    return len(finished.values("id")[:cap])
+
+
+def seconds_to_drain(excess: int, finished_per_window: int) -> int:
+    """How long the workers take to finish ``excess`` tasks at the recent pace, within bounds."""
+    if finished_per_window <= 0:
+        return MAX_RETRY_AFTER
+    seconds = math.ceil(excess * DRAIN_WINDOW.total_seconds() / finished_per_window)
+    return min(max(seconds, MIN_RETRY_AFTER), MAX_RETRY_AFTER)
+
+
+def refuse_when_backlogged(limit: int) -> None:
+    """Raise Overloaded when ``limit`` or more tasks are ready and waiting."""
+    now = timezone.now()
+    backlog = ready_backlog(2 * limit, now)  # past the limit, enough to tell a little from a lot
+    if backlog < limit:
+        return
+    excess = backlog - limit + 1
+    # Past this many, the answer is the shortest wait anyway.
+    pace = finished_lately(math.ceil(excess * DRAIN_WINDOW.total_seconds() / MIN_RETRY_AFTER), now)
+    raise Overloaded(backlog, limit, seconds_to_drain(excess, pace))

@@ -16,6 +16,17 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
+
+
+def database_url() -> str:
+    """The database this process uses (the test database too), as a URL for child processes,
+    password included."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    return f"postgresql://{quote(db['USER'] or '', safe='')}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 class ProcessFailed(RuntimeError):

@@ -1,4 +1,5 @@
-"""Prometheus metrics, served at /metrics to loopback clients and staff users only.
+"""Prometheus metrics, served at /metrics to holders of the scrape token (METRICS_TOKEN) and to
+users allowed to view agent tasks; loopback clients too when METRICS_ALLOW_LOOPBACK is on.
 
 Two kinds of numbers:
 - What workers count as they go (attempts by outcome, retries, dead letters, lease
@@ -15,9 +16,8 @@ Two kinds of numbers:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
+import hmac
 import ipaddress
 import logging
 import time
@@ -26,7 +26,6 @@ from typing import Any
 
 from celery.signals import task_postrun
 from django.conf import settings
-from django.contrib.auth import authenticate
 from django.db import DatabaseError
 from django.db.models import Count, Min, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
@@ -215,6 +214,7 @@ def metrics_registry() -> CollectorRegistry:
 # --- Who may read them ------------------------------------------------------------
 
 FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+VIEW_PERMISSION = "orchestration.view_agenttask"  # the numbers are the task table's
 
 
 def from_loopback(request: HttpRequest) -> bool:
@@ -227,29 +227,31 @@ def from_loopback(request: HttpRequest) -> bool:
         return False
 
 
-def _basic_auth_user(request: HttpRequest):
-    scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic" or not encoded:
-        return None
-    try:
-        username, _, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    return authenticate(request, username=username, password=password)
+def has_scrape_token(request: HttpRequest) -> bool:
+    """`Authorization: Bearer <METRICS_TOKEN>`, compared in constant time; never without a token set."""
+    expected = getattr(settings, "METRICS_TOKEN", "")
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
 
 
 def may_read_metrics(request: HttpRequest) -> bool:
-    """Loopback clients, or an active staff user (session, or basic auth for Prometheus)."""
-    if from_loopback(request):
+    """The scrape token; a logged-in user with the view permission on agent tasks (superusers
+    have it); loopback clients only when METRICS_ALLOW_LOOPBACK is on."""
+    if has_scrape_token(request):
+        return True
+    if getattr(settings, "METRICS_ALLOW_LOOPBACK", False) and from_loopback(request):
         return True
     user = getattr(request, "user", None)
-    if user is None or not user.is_authenticated:
-        user = _basic_auth_user(request)
-    return user is not None and user.is_active and user.is_staff
+    return user is not None and user.is_active and user.has_perm(VIEW_PERMISSION)
 
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not may_read_metrics(request):
-        return HttpResponseForbidden("metrics are served to loopback clients and staff users only\n")
+        return HttpResponseForbidden(
+            "metrics need 'Authorization: Bearer <METRICS_TOKEN>' "
+            "or a session with the view permission on agent tasks\n"
+        )
     return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)

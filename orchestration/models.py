@@ -160,6 +160,9 @@ class Worker(models.Model):
     last_seen_at = models.DateTimeField(default=timezone.now)
     stopped_at = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["hostname"], name="worker_hostname")]  # the admin's search
+
     def __str__(self) -> str:
         return self.name
 
@@ -212,7 +215,11 @@ class OperatorAction(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
-        permissions = [("operate", "Can take operator actions: retry, cancel, force breakers, reclaim")]
+        indexes = [models.Index(fields=["operator"], name="operatoraction_operator")]  # the admin's search
+        permissions = [
+            ("operate", "Can take operator actions: retry, cancel, force breakers, reclaim"),
+            ("view_breakers", "Can see the circuit breakers"),
+        ]
 
     def __str__(self) -> str:
         done, refused = len(self.done), len(self.refused)

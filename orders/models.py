@@ -52,7 +52,10 @@ class Order(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["state", "updated_at"], name="order_state_updated")]
+        indexes = [
+            models.Index(fields=["state", "updated_at"], name="order_state_updated"),
+            models.Index(fields=["customer"], name="order_customer"),  # the admin's search by address
+        ]
 
     def __str__(self) -> str:
         return f"order {self.pk} [{self.state}]"
@@ -97,6 +100,15 @@ class Payment(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        # The admin's exact searches; most payments have no refund, so that one is partial.
+        indexes = [
+            models.Index(fields=["charge_reference"], name="payment_charge_reference"),
+            models.Index(
+                fields=["refund_reference"], name="payment_refund_reference", condition=~Q(refund_reference="")
+            ),
+        ]
+
     def __str__(self) -> str:
         return f"payment for order {self.order_id} [{self.status}]"
 
@@ -106,6 +118,9 @@ class Shipment(models.Model):
     status = models.CharField(max_length=16, choices=ShipmentStatus.choices, default=ShipmentStatus.CREATED)
     carrier_reference = models.CharField(max_length=100)
     created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["carrier_reference"], name="shipment_carrier_reference")]
 
     def __str__(self) -> str:
         return f"shipment {self.carrier_reference} for order {self.order_id}"
@@ -120,6 +135,7 @@ class CustomerNotification(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["order", "kind"], name="one_message_per_order_event")]
+        indexes = [models.Index(fields=["provider_message_id"], name="notification_provider_id")]
 
     def __str__(self) -> str:
         return f"{self.kind} message for order {self.order_id}"
@@ -140,7 +156,11 @@ class OrderTransition(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["order", "created_at"], name="transition_order_time")]
+        indexes = [
+            models.Index(fields=["order", "created_at"], name="transition_order_time"),
+            # Only operators' actions have an actor: the admin's search by operator.
+            models.Index(fields=["actor"], name="transition_actor", condition=~Q(actor="")),
+        ]
 
     def __str__(self) -> str:
         return f"order {self.order_id}: {self.from_state or '-'} -> {self.to_state} on {self.event}"

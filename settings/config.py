@@ -8,6 +8,7 @@ local servers under .run/ (see settings.localservers).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -35,6 +36,9 @@ if PRODUCTION:
     if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
         raise ConfigurationError("SECRET_KEY must be at least 50 characters with at least 5 distinct ones")
     DEBUG = envbool("DEBUG", False)
+    if DEBUG:
+        # Django's debug page shows settings, the environment and every frame's variables.
+        raise ConfigurationError("DEBUG must be off in production (unset it, or set DEBUG=false)")
     ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", [])
     if not ALLOWED_HOSTS:
         raise ConfigurationError("ALLOWED_HOSTS is required in production (comma-separated host names)")
@@ -57,6 +61,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    "ninja",  # /api/docs serves its bundled Swagger UI from static files, not from a CDN
+    "axes",  # admin login throttling
     "orchestration",
     "orders",
     "agents",
@@ -73,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "orchestration.tracing.CorrelationIdMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
 ]
 
 ROOT_URLCONF = "settings.urls"
@@ -103,6 +110,16 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# django-axes first: a locked-out username+address pair is refused before its password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # one attacker cannot lock an operator out everywhere
+AXES_FAILURE_LIMIT = envint("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=envint("ADMIN_LOGIN_COOLOFF_SECONDS", 15 * 60, minimum=1))
+AXES_RESET_ON_SUCCESS = True
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -129,6 +146,9 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# The debug page hides passwords in URLs (DATABASE_URL, REDIS_URL, CELERY_BROKER_URL, in
+# settings, the environment and frame variables) and anything named like a credential.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "settings.reporting.SecretsHiddenFilter"
 
 # ---------------------------------------------------------------------------
 # Celery. Messages are wake-up hints; the database decides what runs.
@@ -189,7 +209,10 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["log_context"]},
     },
     "root": {"handlers": ["console"], "level": envstr("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "axes": {"level": "WARNING"},  # failed logins and lockouts, not every successful login
+    },
 }
 
 # Modules that register agent definitions and routes with the kernel (orchestration
@@ -249,6 +272,11 @@ WORKFLOW_MAX_COST = envfloat("WORKFLOW_MAX_COST", 100.0)
 BACKPRESSURE_MAX_PENDING = envint("BACKPRESSURE_MAX_PENDING", 5000, minimum=1)
 # The HTTP API refuses larger request bodies with 413.
 API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# Fair use, per API client: a token bucket of requests (0 per second turns it off), and a cap
+# on its orders that have not reached a terminal state. Both answer 429.
+API_RATE_PER_SECOND = envfloat("API_RATE_PER_SECOND", 20.0, minimum=0)
+API_RATE_BURST = envint("API_RATE_BURST", 100, minimum=1)
+API_MAX_UNFINISHED_ORDERS = envint("API_MAX_UNFINISHED_ORDERS", 1000, minimum=1)
 
 # Observability. Workers and the web process on one machine share PROMETHEUS_MULTIPROC_DIR
 # (empty it at each deploy) so /metrics adds up every process's counters.
@@ -256,6 +284,12 @@ PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
 METRICS_COLLECTORS = ["agents.metrics.OrderCollector"]  # the domain's numbers, by path
+# Who may scrape /metrics: `Authorization: Bearer <METRICS_TOKEN>`, staff with the view
+# permission on agent tasks, and loopback clients only when METRICS_ALLOW_LOOPBACK is on.
+METRICS_TOKEN = envstr("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ConfigurationError("METRICS_TOKEN must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+METRICS_ALLOW_LOOPBACK = envbool("METRICS_ALLOW_LOOPBACK", False)
 # The operators' admin: the dashboard (kernel and domain figures) and what else a search
 # of the agent tasks may name (an order id or key), both by path so the kernel names no domain.
 OPERATIONS_DASHBOARD = "agents.dashboard.dashboard_view"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from urllib.parse import urlparse
 
 
@@ -49,14 +50,17 @@ def envint(name: str, default: int, minimum: int | None = None) -> int:
     return number
 
 
-def envfloat(name: str, default: float) -> float:
+def envfloat(name: str, default: float, minimum: float | None = None) -> float:
     value = os.environ.get(name, "").strip()
     if value == "":
         return default
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         raise ConfigurationError(f"{name} must be a number, not {value!r}") from None
+    if minimum is not None and not number >= minimum:  # NaN fails too
+        raise ConfigurationError(f"{name} must be at least {minimum:g}, not {value}")
+    return number
 
 
 def envlist(name: str, default: list[str]) -> list[str]:
@@ -66,17 +70,33 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+_QUERY_PASSWORD = re.compile(r"(?P<name>(?:^|[?&;])password=)[^&;#]*", re.IGNORECASE)
+
+
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ***, fit for an error message or a log line.
+    Everything up to the last "@" is taken as user:password, however malformed the rest."""
+    scheme, slashes, rest = url.partition("//")
+    if not slashes:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return _QUERY_PASSWORD.sub(r"\g<name>***", scheme + slashes + rest)
+
+
 def envurl(name: str, schemes: set[str], default: object = _UNSET) -> str:
-    """A URL whose scheme is one of ``schemes`` and which names a host or a socket."""
+    """A URL whose scheme is one of ``schemes`` and which names a host or a socket. Errors
+    show the value with its password hidden."""
     value = envstr(name, default)
     if value == "" and default == "":
         return value
     parsed = urlparse(value)
     if parsed.scheme not in schemes:
         allowed = ", ".join(sorted(schemes))
-        raise ConfigurationError(f"{name} must be a URL with scheme {allowed}, not {value!r}")
+        raise ConfigurationError(f"{name} must be a URL with scheme {allowed}, not {redacted(value)!r}")
     if not (parsed.hostname or "host=" in parsed.query or parsed.path.startswith("/")):
-        raise ConfigurationError(f"{name} names no host: {value!r}")
+        raise ConfigurationError(f"{name} names no host: {redacted(value)!r}")
     return value
 
 

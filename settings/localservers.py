@@ -10,6 +10,12 @@ against the live process table, orphaned PostgreSQL children of a killed
 postmaster are reaped, and a half-initialised data folder is wiped and made again.
 PostgreSQL refuses to run as root, so under root the server runs as ``nobody``.
 
+Both servers ask for a password, generated once per data folder and kept in its
+``password`` file (mode 0600), so another user of the machine cannot read the
+database or write to the broker. The URLs handed out carry it. A folder made before
+passwords existed gets one at its next start (a server still running without one is
+restarted once).
+
 Usage:
     python -m settings.localservers start|stop|status|env
     python -m settings.localservers run -- COMMAND ...   # start, run, stop
@@ -20,9 +26,12 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -32,11 +41,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+from settings.env import redacted
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_NAME = "app"
 UNPRIVILEGED_USER = "nobody"
 START_TIMEOUT_SECONDS = 60
+PASSWORD_FILE = "password"
 
 
 class LocalServerError(RuntimeError):
@@ -45,6 +58,35 @@ class LocalServerError(RuntimeError):
 
 def default_run_dir() -> Path:
     return Path(os.environ.get("LOCAL_SERVERS_DIR") or BASE_DIR / ".run").resolve()
+
+
+def folder_password(run_dir: Path) -> str:
+    """The servers' password for this data folder: read from its 0600 file, made on first use."""
+    path = run_dir / PASSWORD_FILE
+    with contextlib.suppress(FileNotFoundError):
+        password = path.read_text().strip()
+        if password:
+            return password
+    run_dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)  # letters, digits, - and _: safe in URLs and in SQL quotes
+    try:
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first, or an empty one was left by a crash
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+        handle = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(handle, "w") as file:
+        file.write(password + "\n")
+    return password
+
+
+def private_file(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds the password)."""
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(handle, 0o600)  # an older file keeps its mode through O_CREAT
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
 
 
 # ---------------------------------------------------------------------------
@@ -226,6 +268,10 @@ class Server:
     def port(self) -> int | None:
         return self.read_int(self.port_path)
 
+    @property
+    def password(self) -> str:
+        return folder_password(self.run_dir)
+
     def is_running(self) -> bool:
         return self.pid is not None and self.port is not None and port_is_open(self.port)
 
@@ -300,9 +346,19 @@ class Server:
         return True
 
 
+# Written into the data folder at every start, so a folder made before passwords gets them too.
+PG_HBA = """\
+# Written by settings/localservers.py at every start: every connection needs the password.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+
 class PostgresServer(Server):
     binary_name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions, exit cleanly
+    user = "postgres"
 
     @property
     def data_dir(self) -> Path:
@@ -315,16 +371,24 @@ class PostgresServer(Server):
         return self.home / "initialised"
 
     @property
+    def password_marker(self) -> Path:
+        # A digest of the password the role holds; it differs when the folder predates
+        # passwords or its password file was replaced.
+        return self.home / "password-set"
+
+    @property
     def run_as(self) -> str | None:
         return UNPRIVILEGED_USER if os.geteuid() == 0 else None
 
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE_NAME}"
+        return f"postgresql://{self.user}:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{DATABASE_NAME}"
 
     def start(self) -> None:
-        if self.is_running() and self.accepts_queries():
+        if self.is_running() and self.password_is_set() and self.accepts_queries():
             return
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.is_running() and not self.password_is_set():
+            self.stop()  # started before it had a password: it gets one below
         self.reap_leftovers()
         bindir = find_postgres_bindir()
         if not self.ready_marker.exists():
@@ -334,7 +398,10 @@ class PostgresServer(Server):
         for stale_lock in self.home.glob(".s.PGSQL.*"):
             stale_lock.unlink(missing_ok=True)
         port = self.choose_port()
+        (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
         self.hand_over_to_server_user()
+        if not self.password_is_set():
+            self.set_password(bindir)
         self.spawn(
             [
                 str(bindir / "postgres"),
@@ -370,20 +437,50 @@ class PostgresServer(Server):
     def initialise(self, bindir: Path) -> None:
         if self.home.exists():
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.password_marker.unlink(missing_ok=True)
         self.data_dir.mkdir(parents=True)
         self.hand_over_to_server_user()
-        result = subprocess.run(
+        # Trust only until the first start, which writes PG_HBA and sets the password
+        # before the server listens.
+        self.run_server_tool(
             [
                 str(bindir / "initdb"),
                 "-D",
                 str(self.data_dir),
                 "-U",
-                "postgres",
+                self.user,
                 "--auth=trust",
                 "--encoding=UTF8",
                 "--locale=C",
                 "--no-sync",
             ],
+            f"initdb failed in {self.data_dir}",
+        )
+
+    def password_is_set(self) -> bool:
+        try:
+            return self.password_marker.read_text().strip() == password_digest(self.password)
+        except OSError:
+            return False
+
+    def set_password(self, bindir: Path) -> None:
+        """Give the role the folder's password, in single-user mode: no server listens meanwhile,
+        and the password goes through stdin, never a command line."""
+        password = self.password
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", password):
+            raise LocalServerError(f"the password in {self.run_dir / PASSWORD_FILE} must be URL-safe characters")
+        self.run_server_tool(
+            [str(bindir / "postgres"), "--single", "-D", str(self.data_dir), "-c", "fsync=off", "postgres"],
+            f"could not set the password of the local PostgreSQL in {self.data_dir}",
+            stdin=f"ALTER ROLE {self.user} PASSWORD '{password}';\n",
+        )
+        self.password_marker.write_text(password_digest(password) + "\n")
+
+    def run_server_tool(self, argv: list[str], failure: str, stdin: str | None = None) -> None:
+        """Run initdb or single-user postgres as the server's user; raise with its output on failure."""
+        result = subprocess.run(
+            argv,
+            input=stdin,
             capture_output=True,
             text=True,
             user=self.run_as,
@@ -391,7 +488,7 @@ class PostgresServer(Server):
             extra_groups=[] if self.run_as else None,
         )
         if result.returncode != 0:
-            raise LocalServerError(f"initdb failed in {self.data_dir}:\n{result.stdout}{result.stderr}")
+            raise LocalServerError(f"{failure}:\n{result.stdout}{result.stderr}")
 
     def hand_over_to_server_user(self) -> None:
         """Under root, the data folder belongs to the unprivileged server user."""
@@ -408,44 +505,66 @@ class PostgresServer(Server):
                     f"because {parent} is not searchable by others; set LOCAL_SERVERS_DIR elsewhere"
                 )
 
+    def connect(self, database: str = "postgres", **options):
+        import psycopg
+
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            password=self.password,
+            dbname=database,
+            connect_timeout=2,
+            **options,
+        )
+
     def accepts_queries(self) -> bool:
         if self.port is None or not port_is_open(self.port):
             return False
         import psycopg
 
         try:
-            with psycopg.connect(
-                f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=2
-            ) as connection:
+            with self.connect() as connection:
                 connection.execute("SELECT 1")
             return True
         except psycopg.OperationalError:
             return False
 
     def create_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as connection:
+        with self.connect(autocommit=True) as connection:
             exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE_NAME]).fetchone()
             if not exists:
                 connection.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
 
 
+def password_digest(password: str) -> str:
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
 class RedisServer(Server):
     binary_name = "redis-server"
 
+    @property
+    def config_path(self) -> Path:
+        # The password goes in a 0600 file, not on the command line where `ps` shows it.
+        return self.home / "redis.conf"
+
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        if self.is_running():
+        if self.is_running() and self.answers_ping() and self.refuses_strangers():
             return
         self.home.mkdir(parents=True, exist_ok=True)
+        if self.is_running():
+            self.stop()  # started before the folder had a password: it gets one below
         self.reap_leftovers()
         port = self.choose_port()
+        private_file(self.config_path, f"requirepass {self.password}\n")
         self.spawn(
             [
                 str(find_redis_server()),
+                str(self.config_path),  # first, as redis-server wants it
                 "--port",
                 str(port),
                 "--bind",
@@ -472,10 +591,23 @@ class RedisServer(Server):
     def answers_ping(self) -> bool:
         if self.port is None or not port_is_open(self.port):
             return False
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, password=self.password, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def refuses_strangers(self) -> bool:
+        """A PING without the password is refused (a server started before passwords answers it;
+        and redis-py, given a password such a server does not ask for, quietly goes on)."""
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
+                return sock.recv(64).startswith(b"-NOAUTH")
         except OSError:
             return False
 
@@ -548,8 +680,8 @@ class LocalServers:
 
     def status(self) -> dict[str, str]:
         return {
-            "postgres": f"running on {self.postgres.url()}" if self.postgres.is_running() else "stopped",
-            "redis": f"running on {self.redis.url()}" if self.redis.is_running() else "stopped",
+            "postgres": f"running on {redacted(self.postgres.url())}" if self.postgres.is_running() else "stopped",
+            "redis": f"running on {redacted(self.redis.url())}" if self.redis.is_running() else "stopped",
         }
 
 

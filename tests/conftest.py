@@ -10,7 +10,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from orchestration.fleet import BeatProcess, WorkerProcess
+from orchestration.fleet import BeatProcess, WorkerProcess, database_url
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = ""):
@@ -24,15 +24,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 30, interval: f
     pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
 
 
-def test_database_url() -> str:
-    db = settings.DATABASES["default"]
-    return f"postgresql://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 def child_environment() -> dict[str, str]:
     """What a worker process needs to see the test database and the test settings."""
     return {
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url(),  # the test database, password and all
         "REDIS_URL": settings.REDIS_URL,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
     }

@@ -12,3 +12,5 @@ AGENT_TASK_BACKOFF_CAP_SECONDS = 1.0
 WORKER_HEARTBEAT_SECONDS = 1
 # The tests ask the simulated world for failures; a worker started with the variable off does not.
 SIMULATED_FAILURES = envbool("SIMULATED_FAILURES", True)
+# The scrape token the metrics tests send (tests.test_observability.scrape).
+METRICS_TOKEN = "test-only-scrape-token-0123456789abcdef"

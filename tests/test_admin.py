@@ -12,6 +12,7 @@ import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
@@ -372,6 +373,154 @@ def test_every_admin_page_answers(operator_client, pen, redis_client):
     for name in ("admin:index", "admin:dashboard", "admin:breakers"):
         assert operator_client.get(reverse(name)).status_code == 200, name
     assert operator_client.get(reverse("admin:orders_order_change", args=[order.pk])).status_code == 200
+
+
+# --- Who sees what -------------------------------------------------------------------------
+
+
+def staff_client(django_user_model, *codenames: str):
+    user = django_user_model.objects.create_user(f"staff-{len(codenames)}", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_the_dashboard_breakers_and_metrics_need_their_view_permissions(django_user_model, redis_client):
+    pages = [reverse("admin:dashboard"), reverse("admin:breakers"), "/metrics"]
+
+    def answers(client) -> list[int]:
+        return [client.get(url, REMOTE_ADDR="203.0.113.9").status_code for url in pages]
+
+    bare = staff_client(django_user_model)
+    assert answers(bare) == [403, 403, 403]
+    assert "app-operations" not in bare.get(reverse("admin:index")).content.decode()  # no empty section
+    assert answers(staff_client(django_user_model, "view_agenttask")) == [200, 403, 200]
+    breakers_only = staff_client(django_user_model, "view_agenttask", "view_breakers")
+    assert answers(breakers_only) == [200, 200, 200]
+    index = breakers_only.get(reverse("admin:index")).content.decode()
+    assert "Circuit breakers" in index and "Dead letters" not in index
+
+
+def test_admin_logins_lock_out_one_username_from_one_address_after_failures_until_the_cool_off(
+    client, operator, settings, time_machine
+):
+    def log_in(password: str, address: str) -> int:
+        response = client.post(
+            "/admin/login/?next=/admin/", {"username": "operator", "password": password}, REMOTE_ADDR=address
+        )
+        client.logout()
+        return response.status_code
+
+    attacker, colleague = "203.0.113.9", "198.51.100.7"
+    failures = [log_in("guess", attacker) for _ in range(settings.AXES_FAILURE_LIMIT - 1)]
+    assert failures == [200] * (settings.AXES_FAILURE_LIMIT - 1)  # the form again, with its error
+    assert log_in("guess", attacker) == 429
+
+    assert log_in("a-long-operator-pass-123", attacker) == 429  # even the right password, from there
+    assert log_in("a-long-operator-pass-123", colleague) == 302  # the operator is not locked out elsewhere
+    time_machine.move_to(timezone.now() + settings.AXES_COOLOFF_TIME + timedelta(seconds=1))
+    assert log_in("a-long-operator-pass-123", attacker) == 302
+
+
+# --- Searches and filters -------------------------------------------------------------------
+
+OUR_APPS = {"orchestration", "orders", "agents", "outside", "api"}
+
+
+def unindexed_scans(plan: dict, table: str, partial_indexes: set[str]) -> list[str]:
+    """The plan's reads of ``table`` that no index condition narrows: the whole table (a walk
+    through a partial index, which holds only some rows, such as the dead ones, is fine)."""
+    found = []
+    if plan.get("Relation Name") == table:
+        kind, index = plan["Node Type"], plan.get("Index Name")
+        whole_index = kind in {"Index Scan", "Index Only Scan"} and "Index Cond" not in plan
+        if kind == "Seq Scan" or (whole_index and index not in partial_indexes):
+            found.append(f"{kind} {plan.get('Filter', '')}")
+    for child in plan.get("Plans", []):
+        found += unindexed_scans(child, table, partial_indexes)
+    return found
+
+
+def test_every_admin_search_is_an_exact_match_that_an_index_serves(operator_client):
+    request = operator_client.get(reverse("admin:index")).wsgi_request
+    searched = 0
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a whole-table read only where no index can serve
+        cursor.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE indpred IS NOT NULL")
+        partial_indexes = {name for (name,) in cursor.fetchall()}
+    for model, model_admin in admin.site._registry.items():
+        if model._meta.app_label not in OUR_APPS or not model_admin.get_search_fields(request):
+            continue
+        for term in ("42", "ann@example.com", "oc_AbCdEfGh"):
+            found, _ = model_admin.get_search_results(request, model_admin.get_queryset(request), term)
+            sql, params = found.order_by().query.sql_with_params()
+            with connection.cursor() as cursor:
+                cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+                plan = cursor.fetchone()[0][0]["Plan"]
+            assert not unindexed_scans(plan, model._meta.db_table, partial_indexes), f"{model.__name__}, {term}: {plan}"
+            searched += 1
+    assert searched >= 3 * 12
+
+
+def test_a_search_matches_the_whole_term_exactly(operator_client, pen):
+    Product.objects.create(sku="PENCIL", name="Pencil", price=Decimal("1.00"), stocked=1)
+    url = reverse("admin:orders_product_changelist")
+
+    def found(term: str) -> list[str]:
+        return [product.sku for product in operator_client.get(url, {"q": term}).context["cl"].result_list]
+
+    assert found("PEN") == ["PEN"]
+    assert found("pen") == []  # exact: the index is on the value as written
+    assert found("PEN PENCIL") == []
+
+
+def test_view_only_staff_cannot_filter_on_what_a_list_does_not_declare(viewer_client):
+    task(TaskStatus.DEAD, "secret-payload", payload={"card": "4242"})
+    probes = [
+        "/admin/api/apiclient/?token_hash__startswith=ab",
+        "/admin/orchestration/agenttask/?payload__icontains=4242",
+        "/admin/orchestration/agenttask/?last_error__icontains=x",
+        "/admin/orchestration/deadletter/?status__exact=dead",  # a filter of the task list, not of this one
+        "/admin/orders/order/?customer__startswith=a",
+    ]
+    declared = [
+        "/admin/orchestration/agenttask/?correlation_id=corr-secret-payload&status__exact=dead",
+        "/admin/orchestration/agenttask/?agent=testkit&stuck=any&claimed_by=host:1",
+        "/admin/orchestration/deadletter/?agent=testkit",
+        "/admin/orders/order/?state__exact=CREATED&stuck=yes",
+        "/admin/api/apiclient/?is_active__exact=1",
+    ]
+
+    assert [viewer_client.get(url).status_code for url in probes] == [400] * len(probes)
+    assert [viewer_client.get(url).status_code for url in declared] == [200] * len(declared)
+
+
+def test_the_links_on_an_order_page_and_a_worker_page_open_the_right_rows(viewer_client, pen):
+    order = order_in(OrderState.PAYMENT_PROCESSING, "linked")
+    other = order_in(OrderState.CREATED, "other")
+    for key in ("reserve", "charge"):
+        task(TaskStatus.SUCCEEDED, f"{order.pk}-{key}", correlation_id=order.correlation_id)
+    task(TaskStatus.DEAD, f"{order.pk}-dead", correlation_id=order.correlation_id)
+    task(TaskStatus.PENDING, f"{other.pk}-other", correlation_id=other.correlation_id)
+    held = task(TaskStatus.CLAIMED, "held", claimed_by="host:7", lease_expires_at=timezone.now())
+    worker = Worker.objects.create(name="host:7", hostname="host", pid=7)
+
+    page = viewer_client.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    related = re.search(r'<div class="readonly">(.*?tasks \(.*?)</div>', page, re.S)[1]
+    links = dict(
+        (text, href.replace("&amp;", "&")) for href, text in re.findall(r'<a href="([^"]+)">([^<]+)</a>', related)
+    )
+    assert set(links) >= {"tasks (1 dead, 2 succeeded)", "dead letters", "events", "reservations (0)"}
+    for text, url in links.items():
+        assert viewer_client.get(url).status_code == 200, text
+    tasks_listed = viewer_client.get(links["tasks (1 dead, 2 succeeded)"]).context["cl"].result_list
+    assert {t.correlation_id for t in tasks_listed} == {order.correlation_id} and len(tasks_listed) == 3
+
+    worker_page = viewer_client.get(reverse("admin:orchestration_worker_changelist")).content.decode()
+    claimed = re.search(r'<a href="([^"]+)">claimed tasks</a>', worker_page)[1].replace("&amp;", "&")
+    assert [t.pk for t in viewer_client.get(claimed).context["cl"].result_list] == [held.pk]
+    assert worker.name in claimed.replace("%3A", ":")
 
 
 # --- The dashboard ---------------------------------------------------------------------------

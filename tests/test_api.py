@@ -5,21 +5,26 @@ reading, listing and cancelling."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from decimal import Decimal
+from urllib.request import urlopen
 
 import pytest
+from django.contrib.messages.storage.cookie import CookieStorage
 from django.core.management import call_command
 from django.db import connection
+from django.http import HttpRequest
 from django.test import Client
 
+from agents.admin import cancel_orders
 from agents.outside import world
 from agents.outside.models import GatewayEntry
 from agents.placement import place_order
 from api.models import ApiClient, ClientOrder
 from orchestration.registry import registry
 from orders.actions import apply_transition
-from orders.models import Order, Product
+from orders.models import Order, OrderTransition, Product
 from orders.states import OrderState
 from tests.conftest import wait_until
 
@@ -223,13 +228,42 @@ def test_create_api_client_prints_a_token_that_works(catalogue, capsys):
     assert Caller(token).get("/api/orders").status_code == 200
 
 
-def test_a_client_created_in_the_admin_is_shown_its_token_once(catalogue, admin_client):
-    response = admin_client.post("/admin/api/apiclient/add/", {"name": "shop", "is_active": "on"}, follow=True)
+def cookie_contents(response) -> str:
+    """Every cookie the response sets, as stored and as Django's message storage reads it."""
+    contents = []
+    for morsel in response.cookies.values():
+        contents += [morsel.value, repr(CookieStorage(HttpRequest())._decode(morsel.value))]
+    return " ".join(contents)
 
-    shown = [str(message) for message in response.context["messages"]]
-    token = next(word for text in shown for word in text.split() if word.startswith("oc_"))
+
+def tokens_on(response) -> list[str]:
+    return re.findall(r'<code class="new-token">(oc_[^<]+)</code>', response.content.decode())
+
+
+def test_a_client_created_in_the_admin_is_shown_its_token_once_and_never_in_a_cookie(catalogue, admin_client):
+    response = admin_client.post("/admin/api/apiclient/add/", {"name": "shop", "is_active": "on"})
+
+    [token] = tokens_on(response)
     assert Caller(token).get("/api/orders").status_code == 200
+    assert token not in cookie_contents(response)
+    assert "no-store" in response.headers["Cache-Control"]
     assert token not in admin_client.get("/admin/api/apiclient/").content.decode()
+    assert token not in cookie_contents(admin_client.get("/admin/api/apiclient/"))
+
+
+def test_issuing_new_tokens_in_the_admin_shows_them_once_and_the_old_ones_stop_working(catalogue, admin_client):
+    (first, old_first), (second, old_second) = new_client("one"), new_client("two")
+
+    response = admin_client.post(
+        "/admin/api/apiclient/",
+        {"action": "issue_new_tokens", "_selected_action": [first.pk, second.pk]},
+    )
+
+    tokens = tokens_on(response)
+    assert len(tokens) == 2
+    assert [Caller(token).get("/api/orders").status_code for token in tokens] == [200, 200]
+    assert [Caller(token).get("/api/orders").status_code for token in (old_first, old_second)] == [401, 401]
+    assert not any(token in cookie_contents(response) for token in tokens)
 
 
 # --- Validation: 4xx naming the field, never a 500 -------------------------------------
@@ -304,6 +338,45 @@ def test_an_overloaded_system_answers_503_with_retry_after_but_still_replays(ann
     assert int(refused.headers["Retry-After"]) >= 1
     assert error_of(refused)["code"] == "overloaded"
     assert replayed.status_code == 201 and replayed.json() == accepted.json()
+
+
+# --- Fair use: one client cannot lock the others out ------------------------------------
+
+
+def test_a_client_over_its_rate_limit_gets_429_with_retry_after_and_the_others_are_still_served(
+    ann, bob, settings, redis_client
+):
+    settings.API_RATE_PER_SECOND = 0.01  # a new token every 100 s
+    settings.API_RATE_BURST = 3
+
+    answers = [ann.get("/api/orders").status_code for _ in range(3)]
+    refused = ann.get("/api/orders")
+    refused_order = ann.place()
+
+    assert answers == [200, 200, 200]
+    assert refused.status_code == refused_order.status_code == 429
+    assert 1 <= int(refused.headers["Retry-After"]) <= 100
+    assert error_of(refused)["code"] == "rate_limited"
+    assert "API_RATE_PER_SECOND" in error_of(refused)["message"]
+    assert Order.objects.count() == 0
+    assert bob.get("/api/orders").status_code == 200
+
+
+def test_a_client_with_too_many_unfinished_orders_gets_429_until_one_finishes(ann, bob, settings):
+    settings.API_MAX_UNFINISHED_ORDERS = 2
+    first = ann.place(key="a").json()["id"]
+    ann.place(key="b")
+
+    refused = ann.place(key="c")
+
+    assert refused.status_code == 429
+    assert error_of(refused)["code"] == "too_many_unfinished_orders"
+    assert "API_MAX_UNFINISHED_ORDERS" in error_of(refused)["message"]
+    assert ann.place(key="a").status_code == 201  # a retry of an accepted order is still answered
+    assert bob.place(key="c").status_code == 201  # another client is not held back
+    ann.cancel(first)  # a terminal state frees a place
+    assert ann.place(key="c").status_code == 201
+    assert ann.place(key="d").status_code == 429
 
 
 # --- Reading and listing ---------------------------------------------------------------
@@ -387,6 +460,19 @@ def test_cancelling_an_order_cancels_it_and_a_repeat_answers_the_same(ann):
     assert Order.objects.get(pk=order_id).state == OrderState.CANCELLED
 
 
+def test_an_operators_cancel_shows_as_operator_never_as_their_username(ann, django_user_model):
+    order_id = ann.place().json()["id"]
+    alice = django_user_model.objects.create_superuser("alice.operator", "alice@example.com", "a-long-pass-123")
+    cancel_orders([order_id], operator=alice)
+
+    order = ann.get(f"/api/orders/{order_id}").json()
+
+    assert order["state"] == "CANCELLED"
+    assert order["history"][-1]["by"] == "operator"
+    assert "alice" not in json.dumps(order)
+    assert OrderTransition.objects.filter(order_id=order_id).latest("id").actor == "alice.operator"  # audit keeps it
+
+
 def test_cancelling_a_shipped_order_is_a_409_naming_its_state(ann):
     order_id = ann.place().json()["id"]
     for event in ("inventory.reserved", "payment.requested", "payment.charged", "fulfillment.requested"):
@@ -420,6 +506,16 @@ def test_with_simulated_failures_off_a_crash_tag_in_the_address_kills_no_worker(
 
 
 # --- The schema and the docs -----------------------------------------------------------
+
+
+def test_the_docs_page_loads_its_scripts_from_this_server_not_a_cdn(live_server):
+    page = urlopen(f"{live_server.url}/api/docs").read().decode()
+
+    assets = re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="([^"]+)"', page)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets)
+    assert not [asset for asset in assets if asset.startswith(("http:", "https:", "//"))]
+    for asset in assets:
+        assert urlopen(f"{live_server.url}{asset}").status == 200, asset
 
 
 def test_the_openapi_schema_and_the_docs_page_are_served(db):

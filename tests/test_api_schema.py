@@ -19,6 +19,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 EXAMPLES_PER_OPERATION = 40  # bounded, so the whole file runs in well under a minute
 
 
+@pytest.fixture(autouse=True)
+def no_rate_limit(settings):  # pytest-django's settings fixture (hypothesis's is imported above)
+    """Hundreds of requests in seconds: the client's rate limit would answer most of them
+    with 429 (a documented answer, but one that tests nothing else)."""
+    settings.API_RATE_PER_SECOND = 0
+
+
 @pytest.fixture
 def token(transactional_db) -> str:
     for sku in ("PEN", "INK"):

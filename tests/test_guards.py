@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from agents.outside import world
 from agents.outside.models import GatewayEntry
 from agents.placement import place_order
 from orchestration import budgets
-from orchestration.backpressure import Overloaded
+from orchestration.backpressure import MAX_RETRY_AFTER, Overloaded
 from orchestration.enqueue import enqueue
 from orchestration.guards import BreakerPolicy, CircuitBreaker, Semaphore, TokenBucket, redis_client
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
@@ -163,6 +165,38 @@ def test_backpressure_refuses_at_the_limit_and_accepts_again_below_it(settings, 
     AgentTask.objects.filter(operation="reserve_stock").first().delete()
     _, created = place_order("late@example.com", [("PEN", 1)], idempotency_key="bp-late")
     assert created and Order.objects.count() == 4
+
+
+def test_backpressure_counts_every_agents_ready_tasks_and_retry_after_follows_the_drain_rate(
+    settings, transactional_db
+):
+    settings.BACKPRESSURE_MAX_PENDING = 4
+    Product.objects.create(sku="PEN", name="Pen", price=Decimal("1.00"), stocked=100)
+    now = timezone.now()
+
+    def tasks(count: int, name: str, **fields) -> list[AgentTask]:
+        common = {"agent": "payment", "operation": "charge", "correlation_id": name}
+        return [AgentTask.objects.create(**common, idempotency_key=f"{name}-{i}", **fields) for i in range(count)]
+
+    ready = tasks(5, "ready", run_after=now - timedelta(seconds=1))  # not one of them a reservation
+    tasks(20, "backing-off", run_after=now + timedelta(minutes=5))  # not ready: not counted
+    finished = {"status": TaskStatus.SUCCEEDED, "finished_at": now - timedelta(seconds=10)}
+    tasks(12, "done", **finished)  # 12 a minute: 2 over the limit drain in 10 s
+    tasks(50, "done-long-ago", status=TaskStatus.SUCCEEDED, finished_at=now - timedelta(minutes=5))
+
+    with pytest.raises(Overloaded) as refusal:
+        place_order("late@example.com", [("PEN", 1)], idempotency_key="late")
+    assert refusal.value.retry_after == 10
+    assert "limit 4" in str(refusal.value) and not Order.objects.exists()
+
+    AgentTask.objects.filter(correlation_id="done").delete()  # nothing finished lately
+    with pytest.raises(Overloaded) as refusal:
+        place_order("late@example.com", [("PEN", 1)], idempotency_key="late")
+    assert refusal.value.retry_after == MAX_RETRY_AFTER
+
+    AgentTask.objects.filter(pk__in=[task.pk for task in ready[:2]]).update(status=TaskStatus.CANCELLED)
+    _, created = place_order("late@example.com", [("PEN", 1)], idempotency_key="late")
+    assert created
 
 
 def test_a_ping_pong_loop_between_two_agents_is_stopped_by_the_step_cap(start_worker):

@@ -11,7 +11,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.contrib.auth.models import User
+from django.conf import settings as django_settings
+from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.http import JsonResponse
 from django.test import RequestFactory
@@ -297,7 +298,8 @@ def test_each_attempt_is_exported_as_a_span_in_the_trace_of_its_correlation_id(t
 
 
 def scrape(client, **request) -> dict[tuple[str, tuple], float]:
-    response = client.get("/metrics", **request)
+    """What Prometheus reads, sending the scrape token as it would."""
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {django_settings.METRICS_TOKEN}", **request)
     assert response.status_code == 200, response.content[:500]
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -339,22 +341,41 @@ def test_metrics_parse_as_prometheus_text_and_count_the_workers_load(agents, cat
     assert value(after, "agent_breaker_state", dependency="gateway", state="closed") == 1
 
 
-def test_metrics_are_refused_to_strangers_and_served_to_staff(client, transactional_db):
-    User.objects.create_user("watcher", password="a-long-enough-password", is_staff=True)
-    User.objects.create_user("customer", password="a-long-enough-password")
+def test_metrics_take_the_scrape_token_or_a_user_allowed_to_view_tasks_and_no_password(
+    client, settings, transactional_db
+):
+    settings.METRICS_TOKEN = "a-scrape-token-of-at-least-32-characters"
+    watcher = User.objects.create_user("watcher", password="a-long-enough-password", is_staff=True)
+    viewer = User.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_agenttask"))
 
     def basic(user: str) -> str:
         return "Basic " + base64.b64encode(f"{user}:a-long-enough-password".encode()).decode()
 
+    def status(**request) -> int:
+        return client.get("/metrics", **request).status_code
+
     stranger = {"REMOTE_ADDR": "203.0.113.9"}
-    assert client.get("/metrics", **stranger).status_code == 403
-    # A reverse proxy on this machine passes strangers on from loopback.
-    assert client.get("/metrics", HTTP_X_FORWARDED_FOR="203.0.113.9").status_code == 403
-    assert client.get("/metrics", HTTP_AUTHORIZATION=basic("customer"), **stranger).status_code == 403
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Basic !!!", **stranger).status_code == 403
-    assert client.get("/metrics", HTTP_AUTHORIZATION=basic("watcher"), **stranger).status_code == 200
-    client.force_login(User.objects.get(username="watcher"))
-    assert client.get("/metrics", **stranger).status_code == 200
+    assert status(**stranger) == 403
+    assert status(HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}", **stranger) == 200
+    assert status(HTTP_AUTHORIZATION="Bearer a-scrape-token-of-at-least-32-characterz", **stranger) == 403
+    assert status(HTTP_AUTHORIZATION="Bearer ", **stranger) == 403
+    # A user's password opens nothing here, however staff the user.
+    assert status(HTTP_AUTHORIZATION=basic("watcher"), **stranger) == 403
+    # The test client comes from 127.0.0.1: loopback is trusted only when asked to be.
+    assert status() == 403
+    settings.METRICS_ALLOW_LOOPBACK = True
+    assert status() == 200
+    assert status(HTTP_X_FORWARDED_FOR="203.0.113.9") == 403  # a local proxy passing a stranger on
+    settings.METRICS_ALLOW_LOOPBACK = False
+
+    client.force_login(watcher)  # staff, but not allowed to view agent tasks
+    assert status(**stranger) == 403
+    client.force_login(viewer)
+    assert status(**stranger) == 200
+    settings.METRICS_TOKEN = ""  # no token set: no bearer opens it, not even an empty one
+    client.logout()
+    assert status(HTTP_AUTHORIZATION="Bearer ", **stranger) == 403
 
 
 # --- Stuck -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from django.conf import settings
 from django.db import connection
@@ -19,7 +18,7 @@ from agents import workload
 from agents.invariants import InvariantResult, check_all
 from agents.load import measures
 from agents.outside import world
-from orchestration.fleet import BeatProcess, Fleet, WorkerProcess
+from orchestration.fleet import BeatProcess, Fleet, WorkerProcess, database_url
 from orchestration.registry import AgentDefinition, registry
 from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 
@@ -94,13 +93,6 @@ class LoadResult:
     @property
     def success_rate(self) -> float:
         return self.figures.by_state.get("COMPLETED", 0) / self.placed if self.placed else 0.0
-
-
-def database_url() -> str:
-    """The database this process uses, as a URL for child processes (the test database too)."""
-    db = settings.DATABASES["default"]
-    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
-    return f"postgresql://{quote(db['USER'] or '', safe='')}{password}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
 def worker_environment(spec: LoadSpec) -> dict[str, str]:
