@@ -36,17 +36,17 @@ ORDERS = "orders.order"
 ORDER_REFERENCE = re.compile(r"^(?:order\s*|#)?(\d+)$", re.IGNORECASE)
 
 
-def order_correlations(term: str) -> list[str]:
+def order_workflows(term: str) -> list[str]:
     """A task search term naming an order (its id, "#42", "order 42", or its idempotency
-    key) gives that order's correlation id: every task of the order carries it."""
+    key) gives that order's workflow id: every task of the order carries it."""
     match = ORDER_REFERENCE.match(term.strip())
     condition = Q(idempotency_key=term.strip())
     if match:
         condition |= Q(pk=int(match[1]))
-    return list(Order.objects.filter(condition).values_list("correlation_id", flat=True)[:10])
+    return list(Order.objects.filter(condition).values_list("workflow_id", flat=True)[:10])
 
 
-order_correlations.search_help = "an order id (42, #42) or an order's idempotency key"
+order_workflows.search_help = "an order id (42, #42) or an order's idempotency key"
 
 
 def cancel_orders(order_ids: list[int], *, operator, reason: str = "") -> operators.Outcome:
@@ -101,10 +101,15 @@ class OrderAdmin(ReadOnlyAdmin):
     fieldsets = (
         (None, {"fields": ("customer", "state", "stuck", "reason", "total", "currency")}),
         ("Time", {"fields": ("created_at", "updated_at", "finished_at")}),
-        ("Workflow", {"fields": ("related", "steps", "cost_units", "idempotency_key", "correlation")}),
+        (
+            "Workflow",
+            {"fields": ("related", "steps", "cost_units", "idempotency_key", "workflow_id", "correlation")},
+        ),
     )
     readonly_fields = ("stuck", "related", "correlation")
-    search_help_text = "Exact match: an order id, an idempotency key, a correlation id or a customer's address"
+    search_help_text = (
+        "Exact match: an order id, an idempotency key, a workflow id, a correlation id or a customer's address"
+    )
 
     def get_queryset(self, request):
         items = OrderItem.objects.select_related("product").order_by("id")
@@ -118,7 +123,7 @@ class OrderAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        match = Q(idempotency_key=term) | Q(correlation_id=term) | Q(customer=term)
+        match = Q(idempotency_key=term) | Q(workflow_id=term) | Q(correlation_id=term) | Q(customer=term)
         reference = ORDER_REFERENCE.match(term)
         if reference:
             match |= Q(pk=int(reference[1]))
@@ -139,24 +144,29 @@ class OrderAdmin(ReadOnlyAdmin):
 
     @admin.display(description="tasks")
     def tasks(self, order: Order) -> str:
-        url = changelist("orchestration_agenttask", correlation_id=order.correlation_id)
+        url = changelist("orchestration_agenttask", workflow_id=order.workflow_id)
         return format_html('<a href="{}">tasks</a>', url)
 
     @admin.display(description="correlation id")
     def correlation(self, order: Order) -> str:
-        return order.correlation_id
+        """The caller's id; other orders placed under it are one click away."""
+        shared = Order.objects.filter(correlation_id=order.correlation_id).exclude(pk=order.pk).exists()
+        if not shared:
+            return order.correlation_id
+        url = changelist("orders_order", q=order.correlation_id)
+        return format_html('{} (<a href="{}">shared with other orders</a>)', order.correlation_id, url)
 
     @admin.display(description="related")
     def related(self, order: Order) -> str:
         """Links to everything the workflow made for this order, with how many there are."""
-        cid = order.correlation_id
-        tasks = AgentTask.objects.filter(correlation_id=cid).values("status").annotate(n=Count("id"))
+        workflow = order.workflow_id
+        tasks = AgentTask.objects.filter(workflow_id=workflow).values("status").annotate(n=Count("id"))
         counts = dict(tasks.values_list("status", "n"))
         by_status = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        links = [(changelist("orchestration_agenttask", correlation_id=cid), f"tasks ({by_status or 'none'})")]
+        links = [(changelist("orchestration_agenttask", workflow_id=workflow), f"tasks ({by_status or 'none'})")]
         if counts.get(TaskStatus.DEAD):
-            links.append((changelist("orchestration_deadletter", correlation_id=cid), "dead letters"))
-        links.append((changelist("orchestration_event", correlation_id=cid), "events"))
+            links.append((changelist("orchestration_deadletter", workflow_id=workflow), "dead letters"))
+        links.append((changelist("orchestration_event", workflow_id=workflow), "events"))
         held = Reservation.objects.filter(order=order).count()
         links.append((changelist("orders_reservation", order=order.pk), f"reservations ({held})"))
         payment = Payment.objects.filter(order=order).first()
@@ -176,7 +186,7 @@ class OrderAdmin(ReadOnlyAdmin):
 
     def timeline(self, order: Order) -> str:
         """The order's trace as a picture: a bar per attempt, its state changes on top."""
-        trace = build_trace(order.correlation_id, state_changes([order]))
+        trace = build_trace(order.workflow_id, state_changes([order]))
         if trace.is_empty:
             return "Nothing has happened to this order yet."
         summary = format_html("<p>{}. Hover a bar for its worker, duration and error.</p>", summarize(trace))

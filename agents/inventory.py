@@ -44,7 +44,9 @@ definition = register(
         responsibility="Keeps each order's hold on stock in step with its fate.",
         operations=(
             Operation("reserve_stock", reserve),
-            Operation("commit_stock", commit),
+            # Outside the budget, like a compensation: it books a sale the charge already made,
+            # so an order stopped after it shipped still has its stock counted as sold.
+            Operation("commit_stock", commit, compensation=True),
             Operation("release_stock", release, compensation=True),
             Operation("expire_reservation", expire),
         ),

@@ -9,6 +9,7 @@ from orchestration.registry import AgentDefinition, Operation, register
 from orders.actions import apply_transition, lock_order
 from orders.models import Order
 from orders.states import TERMINAL_STATES, OrderState
+from orders.transitions import BUDGET_STOP
 
 NAME = "order"
 
@@ -25,49 +26,71 @@ HEARS = (
 )
 
 
+# What the coordinator tells the other agents when an order enters a state.
+ANNOUNCED = {
+    OrderState.PAYMENT_PROCESSING: "order.payment_requested",
+    OrderState.PAYMENT_CONFIRMED: "order.payment_confirmed",
+    OrderState.FULFILLMENT_PENDING: "order.fulfillment_requested",
+    OrderState.SHIPPED: "order.shipped",
+    OrderState.COMPLETED: "order.completed",
+    OrderState.PAYMENT_FAILED: "order.payment_failed",
+    OrderState.CANCELLED: "order.cancelled",
+}
+# The moves the coordinator makes on its own once an order is in a state.
+FOLLOW_UPS = {
+    OrderState.INVENTORY_RESERVED: "payment.requested",
+    OrderState.PAYMENT_CONFIRMED: "fulfillment.requested",
+    OrderState.SHIPPED: "order.completed",
+}
+
+
+def announcement(order: Order) -> tuple[str, dict] | None:
+    """The event (and payload) that tells the other agents the order is in its state."""
+    event = ANNOUNCED.get(order.state)
+    if event is None:
+        return None
+    if order.state in TERMINAL_STATES:
+        return event, {"order_id": order.pk, "reason": order.reason}
+    return event, {"order_id": order.pk}
+
+
+def _enter(context, order_id: int, event: str, detail: str = "") -> Order:
+    """Apply the event to the order, and announce the state it led to."""
+    order = apply_transition(order_id, event, agent=NAME, task_id=context.task_id, detail=detail)
+    announced = announcement(order)
+    if announced:
+        context.emit(*announced)
+    return order
+
+
 def advance(context) -> dict:
     """Apply the event that woke us, then take the steps that follow from the new state."""
     order_id = context.payload["order_id"]
-    detail = context.payload.get("reason", "") or context.payload.get("error", "")
-
-    def move(event: str, why: str = ""):
-        return apply_transition(order_id, event, agent=NAME, task_id=context.task_id, detail=why)
-
     if lock_order(order_id).state in TERMINAL_STATES:
         # An operator or a budget ended the order while this event was on its way (a charge
         # that landed just before the cancel, say). The cancel's compensation covers it.
         return {"ignored": context.event_type}
-    order = move(context.event_type, detail)
-    if order.state == OrderState.INVENTORY_RESERVED:
-        order = move("payment.requested")
-        context.emit("order.payment_requested", {"order_id": order_id})
-    elif order.state == OrderState.PAYMENT_CONFIRMED:
-        context.emit("order.payment_confirmed", {"order_id": order_id})
-        order = move("fulfillment.requested")
-        context.emit("order.fulfillment_requested", {"order_id": order_id})
-    elif order.state == OrderState.SHIPPED:
-        context.emit("order.shipped", {"order_id": order_id})
-        order = move("order.completed")
-        context.emit("order.completed", {"order_id": order_id})
-    elif order.state == OrderState.PAYMENT_FAILED:
-        context.emit("order.payment_failed", {"order_id": order_id, "reason": order.reason})
-    elif order.state == OrderState.CANCELLED:
-        context.emit("order.cancelled", {"order_id": order_id, "reason": order.reason})
+    detail = context.payload.get("reason", "") or context.payload.get("error", "")
+    order = _enter(context, order_id, context.event_type, detail)
+    while order.state in FOLLOW_UPS:
+        order = _enter(context, order_id, FOLLOW_UPS[order.state])
     return {"state": order.state}
 
 
 def stop(context) -> dict:
-    """The kernel stopped this order's workflow (budget spent): cancel it and compensate."""
+    """The kernel stopped this order's workflow (its budget is spent): end the order.
+
+    The transitions say what a stop means in each state (orders.transitions): before the
+    shipment it cancels, and the cancel's compensation follows; past it the order finishes
+    as shipped and completed. Only compensating work follows either way."""
     order_id = context.payload.get("order_id")
     if order_id is None:
         return {"ignored": "not an order's workflow"}
-    order = Order.objects.only("state").get(pk=order_id)
-    if order.state in TERMINAL_STATES or order.state == OrderState.SHIPPED:
+    order = lock_order(order_id)
+    if order.state in TERMINAL_STATES:
         return {"ignored": order.state}
-    order = apply_transition(
-        order_id, "budget.exceeded", agent=NAME, task_id=context.task_id, detail=context.payload.get("reason", "")
-    )
-    context.emit("order.cancelled", {"order_id": order_id, "reason": order.reason})
+    while order.state not in TERMINAL_STATES:
+        order = _enter(context, order_id, BUDGET_STOP, context.payload.get("reason", ""))
     return {"state": order.state}
 
 
@@ -79,7 +102,7 @@ def cancel_order(order_id: int, *, actor: str, reason: str = "") -> Order:
     has shipped or already ended; Order.DoesNotExist when there is no such order."""
     with transaction.atomic():
         order = apply_transition(order_id, "operator.cancel", actor=actor, detail=reason or f"cancelled by {actor}")
-        emit("order.cancelled", {"order_id": order.pk, "reason": order.reason}, correlation_id=order.correlation_id)
+        emit(*announcement(order), workflow_id=order.workflow_id, correlation_id=order.correlation_id)
     return order
 
 

@@ -11,16 +11,20 @@ from orders.models import Order
 
 @shared_task(name="agents.expire_reservations", ignore_result=True)
 def expire_reservations() -> int:
-    """One task per order with an expired hold; the key makes overlapping runs harmless."""
+    """One task per order with an expired hold, in the order's own workflow (its budget,
+    its trace); the key makes overlapping runs harmless."""
     order_ids = orders_with_expired_reservations()
-    correlation = dict(Order.objects.filter(pk__in=order_ids).values_list("pk", "correlation_id"))
+    rows = Order.objects.filter(pk__in=order_ids).values_list("pk", "workflow_id", "correlation_id")
+    ids = {pk: (workflow_id, correlation_id) for pk, workflow_id, correlation_id in rows}
     for order_id in order_ids:
+        workflow_id, correlation_id = ids.get(order_id, ("", ""))
         enqueue(
             "inventory",
             "expire_reservation",
             {"order_id": order_id},
             idempotency_key=f"expire-reservation:{order_id}",
-            correlation_id=correlation.get(order_id, ""),
+            workflow_id=workflow_id,
+            correlation_id=correlation_id,
             event_type="reservation.due",
         )
     return len(order_ids)

@@ -55,14 +55,26 @@ class AgentFilter(admin.SimpleListFilter):
         return queryset.filter(agent=self.value()) if self.value() else queryset
 
 
-class CorrelationFilter(InputFilter):
-    title = "correlation id"
-    parameter_name = "correlation_id"
-    placeholder = "exact correlation id"
+class ExactFilter(InputFilter):
+    """An exact match on the indexed column named by ``parameter_name``."""
 
     def queryset(self, request, queryset):
         value = (self.value() or "").strip()
-        return queryset.filter(correlation_id=value) if value else queryset
+        return queryset.filter(**{self.parameter_name: value}) if value else queryset
+
+
+class WorkflowFilter(ExactFilter):
+    title = "workflow id"
+    parameter_name = "workflow_id"
+    placeholder = "exact workflow id"
+
+
+class CorrelationFilter(ExactFilter):
+    """The caller's id: it may span several workflows (every order placed under it)."""
+
+    title = "correlation id"
+    parameter_name = "correlation_id"
+    placeholder = "exact correlation id"
 
 
 class ClaimedByFilter(InputFilter):
@@ -93,13 +105,18 @@ class StuckFilter(admin.SimpleListFilter):
         return queryset
 
 
+def workflow_link(workflow_id: str, label: str | None = None) -> str:
+    url = reverse("admin:orchestration_agenttask_changelist") + "?" + urlencode({"workflow_id": workflow_id})
+    return format_html('<a href="{}" title="every task of this workflow">{}</a>', url, label or workflow_id)
+
+
 def correlation_link(correlation_id: str, label: str | None = None) -> str:
     url = reverse("admin:orchestration_agenttask_changelist") + "?" + urlencode({"correlation_id": correlation_id})
-    return format_html('<a href="{}" title="every task of this workflow">{}</a>', url, label or correlation_id)
+    return format_html('<a href="{}" title="every task under this correlation id">{}</a>', url, label or correlation_id)
 
 
 def task_search_resolvers():
-    """The project's ways to turn a search term into correlation ids (TASK_SEARCH_RESOLVERS)."""
+    """The project's ways to turn a search term into workflow ids (TASK_SEARCH_RESOLVERS)."""
     return [import_string(path) for path in getattr(settings, "TASK_SEARCH_RESOLVERS", [])]
 
 
@@ -139,12 +156,26 @@ class AgentTaskAdmin(ReadOnlyAdmin):
         "error_line",
     )
     list_display_links = ("id", "operation")
-    list_filter = (AgentFilter, "status", CorrelationFilter, StuckFilter, ClaimedByFilter)
+    list_filter = (AgentFilter, "status", WorkflowFilter, CorrelationFilter, StuckFilter, ClaimedByFilter)
     ordering = ("-id",)
     actions = ("retry_dead", "cancel_pending")
     inlines = (AttemptInline,)
     fieldsets = (
-        ("Task", {"fields": ("agent", "operation", "event_type", "status", "priority", "workflow", "parent_link")}),
+        (
+            "Task",
+            {
+                "fields": (
+                    "agent",
+                    "operation",
+                    "event_type",
+                    "status",
+                    "priority",
+                    "workflow",
+                    "correlation",
+                    "parent_link",
+                )
+            },
+        ),
         ("Attempts", {"fields": ("attempts", "max_attempts", "reclaims", "last_error_text")}),
         ("Claim", {"fields": ("claimed_by", "fence", "lease_expires_at", "heartbeat_at")}),
         ("Time", {"fields": ("created_at", "run_after", "expires_at", "dispatched_at", "updated_at", "finished_at")}),
@@ -152,13 +183,14 @@ class AgentTaskAdmin(ReadOnlyAdmin):
     )
     readonly_fields = (
         "workflow",
+        "correlation",
         "parent_link",
         "last_error_text",
         "payload_json",
         "checkpoint_json",
         "result_json",
     )
-    base_search_help = "Exact match: a task id, an idempotency key or a correlation id"
+    base_search_help = "Exact match: a task id, an idempotency key, a workflow id or a correlation id"
 
     @property
     def search_help_text(self) -> str:
@@ -174,21 +206,25 @@ class AgentTaskAdmin(ReadOnlyAdmin):
         term = search_term.strip()
         if not term:
             return queryset, False
-        match = Q(idempotency_key=term) | Q(correlation_id=term)
+        match = Q(idempotency_key=term) | Q(workflow_id=term) | Q(correlation_id=term)
         if term.isdigit():
             match |= Q(pk=int(term))
-        correlations = {cid for resolve in task_search_resolvers() for cid in resolve(term)}
-        if correlations:
-            match |= Q(correlation_id__in=correlations)
+        workflows = {workflow_id for resolve in task_search_resolvers() for workflow_id in resolve(term)}
+        if workflows:
+            match |= Q(workflow_id__in=workflows)
         return queryset.filter(match), False
 
     @admin.display(description="attempts")
     def attempts_of(self, task: AgentTask) -> str:
         return f"{task.attempts}/{task.max_attempts}"
 
-    @admin.display(description="workflow", ordering="correlation_id")
+    @admin.display(description="workflow", ordering="workflow_id")
     def workflow(self, task: AgentTask) -> str:
-        return correlation_link(task.correlation_id, task.correlation_id[:12])
+        return workflow_link(task.workflow_id, task.workflow_id[:12])
+
+    @admin.display(description="correlation id")
+    def correlation(self, task: AgentTask) -> str:
+        return correlation_link(task.correlation_id)
 
     @admin.display(description="parent task")
     def parent_link(self, task: AgentTask) -> str:
@@ -235,7 +271,7 @@ class DeadLetterAdmin(AgentTaskAdmin):
     """Dead tasks, newest death first (a partial index keeps this fast)."""
 
     list_display = ("id", "agent", "operation", "attempts_of", "workflow", "finished_at", "error_line")
-    list_filter = (AgentFilter, CorrelationFilter)
+    list_filter = (AgentFilter, WorkflowFilter, CorrelationFilter)
     ordering = ("-finished_at", "-id")
     actions = ("retry_dead",)
 
@@ -274,7 +310,8 @@ class TaskAttemptAdmin(ReadOnlyAdmin):
 
     @admin.display(description="workflow")
     def workflow(self, span: TaskAttempt) -> str:
-        return correlation_link(span.correlation_id)
+        workflow_id = AgentTask.objects.filter(pk=span.task_id).values_list("workflow_id", flat=True).first()
+        return workflow_link(workflow_id) if workflow_id else correlation_link(span.correlation_id)
 
     @admin.display(description="error")
     def error_line(self, span: TaskAttempt) -> str:
@@ -284,14 +321,18 @@ class TaskAttemptAdmin(ReadOnlyAdmin):
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
     list_display = ("id", "type", "version", "workflow", "source", "created_at")
-    list_filter = (CorrelationFilter,)
+    list_filter = (WorkflowFilter, CorrelationFilter)
     ordering = ("-id",)
-    fields = ("type", "version", "workflow", "source", "created_at", "payload_json")
-    readonly_fields = ("workflow", "source", "payload_json")
+    fields = ("type", "version", "workflow", "correlation", "source", "created_at", "payload_json")
+    readonly_fields = ("workflow", "correlation", "source", "payload_json")
 
     @admin.display(description="workflow")
     def workflow(self, event: Event) -> str:
-        return correlation_link(event.correlation_id, event.correlation_id[:12])
+        return workflow_link(event.workflow_id, event.workflow_id[:12])
+
+    @admin.display(description="correlation id")
+    def correlation(self, event: Event) -> str:
+        return correlation_link(event.correlation_id)
 
     @admin.display(description="emitted by")
     def source(self, event: Event) -> str:
@@ -307,9 +348,22 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(WorkflowBudget)
 class WorkflowBudgetAdmin(ReadOnlyAdmin):
-    list_display = ("correlation_id", "steps", "max_steps", "cost", "max_cost", "exceeded_at", "exceeded_reason")
-    list_filter = (CorrelationFilter,)
+    list_display = (
+        "workflow",
+        "correlation_id",
+        "steps",
+        "max_steps",
+        "cost",
+        "max_cost",
+        "exceeded_at",
+        "exceeded_reason",
+    )
+    list_filter = (WorkflowFilter, CorrelationFilter)
     ordering = ("-id",)
+
+    @admin.display(description="workflow", ordering="workflow_id")
+    def workflow(self, budget: WorkflowBudget) -> str:
+        return workflow_link(budget.workflow_id, budget.workflow_id[:12])
 
 
 # --- Workers -------------------------------------------------------------------------------

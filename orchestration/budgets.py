@@ -1,4 +1,8 @@
-"""Budgets: each workflow (correlation id) has a cap on steps and on cost units.
+"""Budgets: each workflow has a cap on steps and on cost units.
+
+A budget belongs to a workflow id, which the system mints when a workflow starts (an
+order's placement), never to the correlation id: that one a caller chooses, and callers
+who send the same X-Request-ID with many orders must not share, or spend, one budget.
 
 A step is counted before its handler runs, in the handler's transaction; cost is
 added when the step completes. A step that finds the budget spent does not run: the
@@ -35,11 +39,11 @@ def default_caps() -> tuple[int, Decimal]:
     )
 
 
-def set_caps(correlation_id: str, *, max_steps: int | None = None, max_cost: Decimal | float | None = None) -> None:
+def set_caps(workflow_id: str, *, max_steps: int | None = None, max_cost: Decimal | float | None = None) -> None:
     """Give one workflow its own caps (before or while it runs)."""
     steps, cost = default_caps()
     budget, _ = WorkflowBudget.objects.get_or_create(
-        correlation_id=correlation_id, defaults={"max_steps": steps, "max_cost": cost}
+        workflow_id=workflow_id, defaults={"max_steps": steps, "max_cost": cost}
     )
     if max_steps is not None:
         budget.max_steps = max_steps
@@ -48,19 +52,20 @@ def set_caps(correlation_id: str, *, max_steps: int | None = None, max_cost: Dec
     budget.save(update_fields=["max_steps", "max_cost"])
 
 
-def spend_step(correlation_id: str) -> None:
+def spend_step(workflow_id: str, correlation_id: str = "") -> None:
     """Count one step; raise BudgetExceeded when the workflow has no budget left for it."""
     max_steps, max_cost = default_caps()
     with connection.cursor() as cursor:
         # One statement: create the budget row on first use, or count the step.
         cursor.execute(
             f"""
-            INSERT INTO {TABLE} (correlation_id, steps, cost, max_steps, max_cost, exceeded_reason, created_at)
-            VALUES (%s, 1, 0, %s, %s, '', %s)
-            ON CONFLICT (correlation_id) DO UPDATE SET steps = {TABLE}.steps + 1
+            INSERT INTO {TABLE} (workflow_id, correlation_id, steps, cost, max_steps, max_cost,
+                exceeded_reason, created_at)
+            VALUES (%s, %s, 1, 0, %s, %s, '', %s)
+            ON CONFLICT (workflow_id) DO UPDATE SET steps = {TABLE}.steps + 1
             RETURNING steps, cost, max_steps, max_cost
             """,
-            [correlation_id, max_steps, max_cost, timezone.now()],
+            [workflow_id, correlation_id, max_steps, max_cost, timezone.now()],
         )
         steps, cost, cap_steps, cap_cost = cursor.fetchone()
     if steps > cap_steps:
@@ -69,16 +74,17 @@ def spend_step(correlation_id: str) -> None:
         raise BudgetExceeded(f"cost budget spent: {cost} of at most {cap_cost} units")
 
 
-def add_cost(correlation_id: str, units: Decimal) -> None:
+def add_cost(workflow_id: str, units: Decimal) -> None:
     if units:
-        WorkflowBudget.objects.filter(correlation_id=correlation_id).update(cost=F("cost") + units)
+        WorkflowBudget.objects.filter(workflow_id=workflow_id).update(cost=F("cost") + units)
 
 
-def mark_exceeded(correlation_id: str, reason: str) -> bool:
-    """True only for the first caller: the workflow is told once."""
+def mark_exceeded(workflow_id: str, reason: str) -> bool:
+    """True only for the first caller: the workflow is told once (its stop covers every
+    step of it that finds the budget spent)."""
     with transaction.atomic():
         return (
-            WorkflowBudget.objects.filter(correlation_id=correlation_id, exceeded_at__isnull=True).update(
+            WorkflowBudget.objects.filter(workflow_id=workflow_id, exceeded_at__isnull=True).update(
                 exceeded_at=timezone.now(), exceeded_reason=reason[:300]
             )
             == 1

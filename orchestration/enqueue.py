@@ -12,7 +12,7 @@ from django.utils import timezone
 from orchestration.conf import kernel_settings
 from orchestration.dispatch import publish_on_commit
 from orchestration.errors import IdempotencyConflict, KernelError
-from orchestration.models import AgentTask
+from orchestration.models import AgentTask, new_workflow_id
 from orchestration.registry import registry
 
 
@@ -26,6 +26,7 @@ def enqueue(
     payload: dict[str, Any] | None = None,
     *,
     idempotency_key: str,
+    workflow_id: str = "",
     correlation_id: str = "",
     payload_version: int = 1,
     parent_id: int | None = None,
@@ -35,7 +36,10 @@ def enqueue(
     max_attempts: int | None = None,
     ttl_seconds: int | None = None,
 ) -> tuple[AgentTask, bool]:
-    """Create the task, or return the one that already has this key; (task, created)."""
+    """Create the task, or return the one that already has this key; (task, created).
+
+    Without a workflow id the task starts a workflow of its own; without a correlation id
+    the workflow id links its logs and traces."""
     definition = registry.operation(agent, operation)
     if definition is None:
         raise KernelError(f"no agent '{agent}' with operation '{operation}' is registered")
@@ -43,7 +47,8 @@ def enqueue(
         raise KernelError(f"enqueue of {agent}.{operation} needs an idempotency key")
     now = timezone.now()
     ttl = ttl_seconds if ttl_seconds is not None else definition.ttl_seconds
-    correlation_id = correlation_id or new_correlation_id()
+    workflow_id = workflow_id or new_workflow_id()
+    correlation_id = correlation_id or workflow_id
     with transaction.atomic():
         task, created = AgentTask.objects.get_or_create(
             idempotency_key=idempotency_key,
@@ -53,6 +58,7 @@ def enqueue(
                 "payload": payload or {},
                 "payload_version": payload_version,
                 "event_type": event_type,
+                "workflow_id": workflow_id,
                 "correlation_id": correlation_id,
                 "parent_id": parent_id,
                 "priority": definition.priority if priority is None else priority,

@@ -14,15 +14,17 @@ def emit(
     event_type: str,
     payload: dict[str, Any],
     *,
+    workflow_id: str,
     correlation_id: str,
     version: int = 1,
     source_task: AgentTask | None = None,
 ) -> Event:
-    """Record the event and create one task per subscribing operation."""
+    """Record the event and create one task per subscribing operation, in its workflow."""
     event = Event.objects.create(
         type=event_type,
         version=version,
         payload=payload,
+        workflow_id=workflow_id,
         correlation_id=correlation_id,
         source_task=source_task,
     )
@@ -34,6 +36,7 @@ def emit(
             payload_version=version,
             # Derived from the event, so routing the same event twice makes no second task.
             idempotency_key=f"event:{event.pk}:{route.agent}.{route.operation}",
+            workflow_id=workflow_id,
             correlation_id=correlation_id,
             parent_id=source_task.pk if source_task else None,
             event_type=event_type,
@@ -55,6 +58,7 @@ def emit_dead_event(task: AgentTask) -> Event | None:
     return emit(
         operation.dead_event,
         payload,
+        workflow_id=task.workflow_id,
         correlation_id=task.correlation_id,
         version=task.payload_version,
         source_task=task,

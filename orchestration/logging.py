@@ -1,9 +1,10 @@
 """Log lines that say which workflow they belong to.
 
-A context variable carries the correlation id (and, during agent work, the agent,
-task id and attempt); a filter copies it onto every record, and the formatters
+A context variable carries the correlation id (and, during agent work, the workflow id,
+agent, task id and attempt); a filter copies it onto every record, and the formatters
 print it: one JSON object per line in production, a readable line otherwise.
-`grep '"correlation_id": "<id>"'` over every process's log then follows one order.
+`grep '"correlation_id": "<id>"'` over every process's log then follows one request's
+orders, and `grep '"workflow_id": "<id>"'` one order's agent work.
 
 This module is loaded by the LOGGING setting, before Django's apps are ready, so it
 imports no models.
@@ -22,7 +23,7 @@ from typing import Any
 
 from celery.signals import task_postrun, task_prerun
 
-CONTEXT_FIELDS = ("correlation_id", "agent", "operation", "task_id", "attempt")
+CONTEXT_FIELDS = ("correlation_id", "workflow_id", "agent", "operation", "task_id", "attempt")
 # The Celery message header that carries the correlation id. Not "correlation_id":
 # Celery keeps that name for its own reply correlation and overwrites it with the task id.
 CORRELATION_HEADER = "x_correlation_id"
@@ -102,6 +103,7 @@ class ReadableFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         context = _context_of(record)
+        context.pop("workflow_id", None)  # 32 hex digits: in the JSON lines, too long for a terminal
         work = ".".join(str(context.pop(name)) for name in ("agent", "operation") if name in context)
         parts = [str(context.pop("correlation_id", "")), work]
         parts += [f"{name.removesuffix('_id')}={value}" for name, value in context.items()]

@@ -5,6 +5,8 @@ The database is the source of truth: a Celery message only says "look at task N"
 
 from __future__ import annotations
 
+import uuid
+
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -18,6 +20,11 @@ class TaskStatus(models.TextChoices):
     SUCCEEDED = "succeeded"  # finished; its effects committed with the completion
     DEAD = "dead"  # failed for good, expired, or out of attempts; an operator may replay it
     CANCELLED = "cancelled"  # withdrawn before it ran
+
+
+def new_workflow_id() -> str:
+    """A workflow's own identity, minted by the system (never a caller's request id)."""
+    return uuid.uuid4().hex
 
 
 LIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.CLAIMED)
@@ -40,6 +47,11 @@ class AgentTask(models.Model):
     run_after = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, unique=True)
+    # The workflow the task belongs to: its budget and its stop. Inherited from the task
+    # whose event created it; a task enqueued on its own starts a workflow of its own.
+    workflow_id = models.CharField(max_length=64, default=new_workflow_id)
+    # The caller's id (X-Request-ID, traceparent) or the workflow's: links logs and traces.
+    # Several workflows may share one.
     correlation_id = models.CharField(max_length=64, db_index=True)
     # No database constraint: the parent may be pruned before its children.
     parent = models.ForeignKey(
@@ -88,6 +100,7 @@ class AgentTask(models.Model):
                 condition=Q(status__in=FINISHED_STATUSES),
             ),
             models.Index(fields=["agent", "status"], name="agenttask_agent_status"),
+            models.Index(fields=["workflow_id"], name="agenttask_workflow"),
             # The dead letters, newest first, however many finished rows surround them.
             models.Index(fields=["-finished_at"], name="agenttask_dead", condition=Q(status=TaskStatus.DEAD)),
         ]
@@ -139,14 +152,18 @@ class Event(models.Model):
     type = models.CharField(max_length=100)
     version = models.PositiveSmallIntegerField(default=1)
     payload = models.JSONField(default=dict)
+    workflow_id = models.CharField(max_length=64)
     correlation_id = models.CharField(max_length=64, db_index=True)
     source_task = models.ForeignKey(
         AgentTask, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["workflow_id"], name="event_workflow")]
+
     def __str__(self) -> str:
-        return f"{self.type} v{self.version} ({self.correlation_id})"
+        return f"{self.type} v{self.version} ({self.workflow_id})"
 
 
 class Worker(models.Model):
@@ -173,9 +190,10 @@ class Worker(models.Model):
 
 
 class WorkflowBudget(models.Model):
-    """Steps and cost spent by one workflow (one correlation id), against its caps."""
+    """Steps and cost spent by one workflow, against its caps."""
 
-    correlation_id = models.CharField(max_length=64, unique=True)
+    workflow_id = models.CharField(max_length=64, unique=True)
+    correlation_id = models.CharField(max_length=64, blank=True, db_index=True, help_text="Of the task that opened it.")
     steps = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=4, default=0)
     max_steps = models.PositiveIntegerField()
@@ -185,7 +203,7 @@ class WorkflowBudget(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
-        return f"budget of {self.correlation_id}: {self.steps}/{self.max_steps} steps, {self.cost}/{self.max_cost}"
+        return f"budget of {self.workflow_id}: {self.steps}/{self.max_steps} steps, {self.cost}/{self.max_cost}"
 
 
 class DeadLetter(AgentTask):

@@ -90,6 +90,7 @@ def record_attempt(context: dict[str, Any], outcome: str, start_ns: int, end_ns:
 
     attributes = {
         "agent.correlation_id": context.get("correlation_id", ""),
+        "agent.workflow_id": context.get("workflow_id", ""),
         "agent.name": context["agent"],
         "agent.operation": context.get("operation", ""),
         "agent.task_id": context.get("task_id", 0),

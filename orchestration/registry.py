@@ -28,8 +28,9 @@ class Operation:
     # Emitted when a task of this operation goes dead, so the owning workflow compensates.
     dead_event: str | None = None
     dependency: str | None = None  # the outside dependency it calls, for guards
-    # Gives back what the workflow took (release, refund, tell the customer): it runs
-    # even when the workflow's budget is spent, and does not count against it.
+    # Gives back what the workflow took (release, refund, tell the customer), or books
+    # what already happened: it runs even when the workflow's budget is spent, and does
+    # not count against it. What it emits must lead only to other such operations.
     compensation: bool = False
 
 

@@ -80,7 +80,13 @@ class TaskContext:
         return self.task.event_type
 
     @property
+    def workflow_id(self) -> str:
+        """The workflow this task belongs to: its budget, its stop, its trace."""
+        return self.task.workflow_id
+
+    @property
     def correlation_id(self) -> str:
+        """The caller's id (or the workflow's), for logs and traces; workflows may share it."""
         return self.task.correlation_id
 
     @property
@@ -102,7 +108,14 @@ class TaskContext:
 
     def emit(self, event_type: str, payload: dict[str, Any], version: int = 1) -> None:
         """Record an event in this task's transaction; its subscribers' tasks come with it."""
-        events.emit(event_type, payload, correlation_id=self.correlation_id, version=version, source_task=self.task)
+        events.emit(
+            event_type,
+            payload,
+            workflow_id=self.workflow_id,
+            correlation_id=self.correlation_id,
+            version=version,
+            source_task=self.task,
+        )
 
     def heartbeat(self, checkpoint: Any = lifecycle.UNSET) -> None:
         """Extend the lease, and save a checkpoint that survives this attempt's rollback."""
@@ -139,6 +152,7 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
     claimed = claim.task
     bind_log_context(
         correlation_id=claimed.correlation_id,
+        workflow_id=claimed.workflow_id,
         agent=claimed.agent,
         operation=claimed.operation,
         task_id=claimed.pk,
@@ -164,9 +178,9 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         )
         with transaction.atomic():
             if not operation.compensation:
-                budgets.spend_step(claimed.correlation_id)
+                budgets.spend_step(claimed.workflow_id, claimed.correlation_id)
             result = operation.handler(context)
-            budgets.add_cost(claimed.correlation_id, context.cost)
+            budgets.add_cost(claimed.workflow_id, context.cost)
             if not lifecycle.complete(claimed.pk, claimed.fence, result=result, cost=context.cost):
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
         admission.record(ok=True)
@@ -198,15 +212,16 @@ def _stop_for_budget(task: AgentTask, reason: str) -> str:
     with transaction.atomic():
         if not lifecycle.cancel_claimed(task.pk, task.fence, reason=f"budget exceeded: {reason}"):
             return "fenced-out"
-        if budgets.mark_exceeded(task.correlation_id, reason):
+        if budgets.mark_exceeded(task.workflow_id, reason):
             events.emit(
                 budgets.BUDGET_EVENT,
                 {**task.payload, "reason": f"budget exceeded: {reason}"},
+                workflow_id=task.workflow_id,
                 correlation_id=task.correlation_id,
                 version=task.payload_version,
                 source_task=task,
             )
-    logger.warning("workflow %s stopped: %s", task.correlation_id, reason)
+    logger.warning("workflow %s stopped: %s", task.workflow_id, reason)
     return "over-budget"
 
 

@@ -48,7 +48,7 @@ class StuckTask:
             why.append(f"lease ran out {overdue:.0f}s ago, held by {task.claimed_by}")
         error = (task.last_error.strip().splitlines() or [""])[0][:120]
         return (
-            f"task {task.pk} {task.agent}.{task.operation} [{task.status}] correlation {task.correlation_id}: "
+            f"task {task.pk} {task.agent}.{task.operation} [{task.status}] workflow {task.workflow_id}: "
             f"{'; '.join(why)}" + (f"; last error: {error}" if error else "")
         )
 

@@ -1,9 +1,10 @@
-"""Following one workflow: its correlation id from the request, and its timeline.
+"""Following one workflow: the correlation id from the request, and the timeline.
 
-A trace is everything that carries one correlation id: the agent tasks (a tree by
+A trace is everything of one workflow (one workflow id): the agent tasks (a tree by
 parent task), each task's attempts (the spans: start, end, status, worker, error),
 and the events nobody subscribed to. The domain adds its own moments (an order's
-state changes) as marks, placed under the task that wrote them.
+state changes) as marks, placed under the task that wrote them. A correlation id is
+the caller's and may span several workflows: workflows_of() lists them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.core.signals import request_finished
+from django.db.models import Min
 from django.http import HttpRequest, HttpResponse
 
 from orchestration.enqueue import new_correlation_id
@@ -78,7 +80,7 @@ class TaskNode:
 
 @dataclass
 class Trace:
-    correlation_id: str
+    workflow_id: str
     roots: list[TaskNode]
     marks: list[Mark]  # the top-level ones
     tasks: list[AgentTask]
@@ -110,11 +112,22 @@ class Trace:
         return not self.tasks and not self.marks
 
 
-def build_trace(correlation_id: str, marks: Iterable[Mark] = ()) -> Trace:
-    """Everything recorded under this correlation id, as a tree of tasks by parent."""
-    tasks = list(AgentTask.objects.filter(correlation_id=correlation_id).order_by("created_at", "id"))
-    spans = list(TaskAttempt.objects.filter(correlation_id=correlation_id).order_by("started_at", "id"))
-    events = list(Event.objects.filter(correlation_id=correlation_id).order_by("created_at", "id"))
+def workflows_of(correlation_id: str, limit: int = 100) -> list[str]:
+    """The workflows whose tasks carry this correlation id, oldest first (at most ``limit``)."""
+    first_task = (
+        AgentTask.objects.filter(correlation_id=correlation_id)
+        .values("workflow_id")
+        .annotate(first=Min("id"))
+        .order_by("first")
+    )
+    return [row["workflow_id"] for row in first_task[:limit]]
+
+
+def build_trace(workflow_id: str, marks: Iterable[Mark] = ()) -> Trace:
+    """Everything recorded for this workflow, as a tree of tasks by parent."""
+    tasks = list(AgentTask.objects.filter(workflow_id=workflow_id).order_by("created_at", "id"))
+    spans = list(TaskAttempt.objects.filter(task_id__in=[task.pk for task in tasks]).order_by("started_at", "id"))
+    events = list(Event.objects.filter(workflow_id=workflow_id).order_by("created_at", "id"))
     nodes = {task.pk: TaskNode(task) for task in tasks}
     for span in spans:
         if span.task_id in nodes:
@@ -130,7 +143,7 @@ def build_trace(correlation_id: str, marks: Iterable[Mark] = ()) -> Trace:
     for node in nodes.values():
         parent = nodes.get(node.task.parent_id)
         (parent.children if parent else roots).append(node)
-    return Trace(correlation_id, roots, top_marks, tasks, spans)
+    return Trace(workflow_id, roots, top_marks, tasks, spans)
 
 
 def _unheard_events(events: list[Event], tasks: list[AgentTask]) -> list[Mark]:

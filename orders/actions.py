@@ -33,7 +33,7 @@ from orders.states import (
     ReservationStatus,
     ShipmentStatus,
 )
-from orders.transitions import PLACED, find_transition
+from orders.transitions import PLACED, transitions_from
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ def fingerprint(customer: str, lines: list[Line]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_order(customer: str, lines: list[Line], *, idempotency_key: str, correlation_id: str) -> tuple[Order, bool]:
+def create_order(
+    customer: str, lines: list[Line], *, idempotency_key: str, workflow_id: str, correlation_id: str
+) -> tuple[Order, bool]:
     """Accept an order (state CREATED) or return the one already made under this key."""
     if not customer or len(customer) > 254:
         raise InvalidOrder("customer", "required, at most 254 characters")
@@ -88,6 +90,7 @@ def create_order(customer: str, lines: list[Line], *, idempotency_key: str, corr
             defaults={
                 "customer": customer,
                 "fingerprint": digest,
+                "workflow_id": workflow_id,
                 "correlation_id": correlation_id,
                 "total": sum((products[line.sku].price * line.quantity for line in lines), Decimal(0)),
             },
@@ -131,15 +134,22 @@ def apply_transition(
     actor: str = "",
     detail: str = "",
 ) -> Order:
-    """Move the order along the state machine, with its audit row, or refuse naming why."""
+    """Move the order along the state machine, with its audit row, or refuse naming why.
+
+    The first declared transition for the order's state and the event whose guard lets it
+    through is taken."""
     with transaction.atomic():
         order = lock_order(order_id)
-        transition = find_transition(order.state, event)
+        transition, refusal = None, ""
+        for candidate in transitions_from(order.state, event):
+            refusal = (candidate.guard(order) if candidate.guard else None) or ""
+            if not refusal:
+                transition = candidate
+                break
         if transition is None:
-            raise IllegalTransition(order.pk, order.state, event)
-        refusal = transition.guard(order) if transition.guard else None
-        if refusal:
             raise IllegalTransition(order.pk, order.state, event, refusal)
+        if transition.note:
+            detail = f"{transition.note}: {detail}" if detail else transition.note
         now = timezone.now()
         OrderTransition.objects.create(
             order=order,

@@ -43,6 +43,10 @@ class Order(models.Model):
     currency = models.CharField(max_length=3, default="EUR")
     idempotency_key = models.CharField(max_length=255, unique=True)
     fingerprint = models.CharField(max_length=64, help_text="Hash of what was asked, to spot a reused key.")
+    # The order's own workflow (budget, stop, trace), minted when it was placed; jobs that
+    # start work for the order later (the reservation expiry) join it through this column.
+    workflow_id = models.CharField(max_length=64)
+    # The caller's request id, or the workflow id: links logs and traces; orders may share one.
     correlation_id = models.CharField(max_length=64, db_index=True)
     reason = models.CharField(max_length=500, blank=True, help_text="Why it ended the way it did.")
     steps = models.PositiveIntegerField(default=0, help_text="Agent steps spent on it (budget).")
@@ -55,6 +59,7 @@ class Order(models.Model):
         indexes = [
             models.Index(fields=["state", "updated_at"], name="order_state_updated"),
             models.Index(fields=["customer"], name="order_customer"),  # the admin's search by address
+            models.Index(fields=["workflow_id"], name="order_workflow"),
         ]
 
     def __str__(self) -> str:

@@ -1,4 +1,8 @@
-"""The order state machine, declared once as data: (from, event, to, guard)."""
+"""The order state machine, declared once as data: (from, event, to, guard).
+
+One state and event may have several transitions with different guards: the first whose
+guard lets it through is taken (a budget stop cancels before the shipment, finishes after).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +20,20 @@ class Transition:
     event: str
     target: str
     guard: Guard | None = None
+    note: str = ""  # put before the caller's detail in the audit row (and the order's reason)
 
 
 def _has_no_shipment(order) -> str | None:
     return "a shipment exists" if hasattr(order, "shipment") else None
 
 
+def _has_shipment(order) -> str | None:
+    return None if hasattr(order, "shipment") else "no shipment exists"
+
+
 PLACED = "order.placed"
+BUDGET_STOP = "budget.exceeded"
+AFTER_SHIPMENT = "stopped by budget after shipment"
 ACTIVE_BEFORE_SHIPPING = (
     S.CREATED,
     S.INVENTORY_RESERVED,
@@ -47,21 +58,30 @@ TRANSITIONS: tuple[Transition, ...] = (
         Transition(state, "inventory.expired", S.CANCELLED)
         for state in (S.CREATED, S.INVENTORY_RESERVED, S.PAYMENT_PROCESSING)
     ),
-    # Operators and budgets can stop any order that has not shipped.
+    # Operators can cancel any order that has not shipped.
     *(Transition(state, "operator.cancel", S.CANCELLED, _has_no_shipment) for state in ACTIVE_BEFORE_SHIPPING),
-    *(Transition(state, "budget.exceeded", S.CANCELLED, _has_no_shipment) for state in ACTIVE_BEFORE_SHIPPING),
+    # A spent budget ends the order from any live state, applied until it is terminal.
+    # Before the shipment it cancels, and the cancel's compensation follows. Past it nothing
+    # can be undone: the parcel is with the carrier and the customer paid, so the order
+    # finishes as shipped and completed, and the customer is told it shipped.
+    *(Transition(state, BUDGET_STOP, S.CANCELLED, _has_no_shipment) for state in ACTIVE_BEFORE_SHIPPING),
+    Transition(S.FULFILLMENT_PENDING, BUDGET_STOP, S.SHIPPED, _has_shipment, note=AFTER_SHIPMENT),
+    Transition(S.SHIPPED, BUDGET_STOP, S.COMPLETED, note=AFTER_SHIPMENT),
 )
 
-_BY_SOURCE_AND_EVENT = {(t.source, t.event): t for t in TRANSITIONS}
+_BY_SOURCE_AND_EVENT: dict[tuple[str, str], tuple[Transition, ...]] = {}
+for _transition in TRANSITIONS:
+    _key = (_transition.source, _transition.event)
+    _BY_SOURCE_AND_EVENT[_key] = (*_BY_SOURCE_AND_EVENT.get(_key, ()), _transition)
 
 
-def find_transition(state: str, event: str) -> Transition | None:
-    return _BY_SOURCE_AND_EVENT.get((state, event))
+def transitions_from(state: str, event: str) -> tuple[Transition, ...]:
+    """The declared transitions for this state and event, in the order they are tried."""
+    return _BY_SOURCE_AND_EVENT.get((state, event), ())
 
 
 def is_legal(from_state: str, to_state: str, event: str) -> bool:
     """Whether an audit row describes a declared transition (placement included)."""
     if event == PLACED:
         return from_state == "" and to_state == S.CREATED
-    transition = find_transition(from_state, event)
-    return transition is not None and transition.target == to_state
+    return any(transition.target == to_state for transition in transitions_from(from_state, event))

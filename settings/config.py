@@ -293,7 +293,7 @@ METRICS_ALLOW_LOOPBACK = envbool("METRICS_ALLOW_LOOPBACK", False)
 # The operators' admin: the dashboard (kernel and domain figures) and what else a search
 # of the agent tasks may name (an order id or key), both by path so the kernel names no domain.
 OPERATIONS_DASHBOARD = "agents.dashboard.dashboard_view"
-TASK_SEARCH_RESOLVERS = ["agents.admin.order_correlations"]
+TASK_SEARCH_RESOLVERS = ["agents.admin.order_workflows"]
 STUCK_ORDER_AFTER_SECONDS = envint("STUCK_ORDER_AFTER_SECONDS", 300, minimum=1)
 STUCK_TASK_ATTEMPTS = envint("STUCK_TASK_ATTEMPTS", 3, minimum=1)
 

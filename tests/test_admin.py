@@ -17,6 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from agents.placement import place_order
 from orchestration.guards import CircuitBreaker
 from orchestration.models import (
     AgentTask,
@@ -158,7 +159,9 @@ def pen():
 
 def order_in(state: str, key: str) -> Order:
     """An order walked along the state machine to ``state`` (shipped ones get their shipment)."""
-    order, _ = create_order("ann@example.com", [Line("PEN", 1)], idempotency_key=key, correlation_id=f"c-{key}")
+    order, _ = create_order(
+        "ann@example.com", [Line("PEN", 1)], idempotency_key=key, workflow_id=f"w-{key}", correlation_id=f"c-{key}"
+    )
     path = {
         OrderState.CREATED: [],
         OrderState.PAYMENT_PROCESSING: ["inventory.reserved", "payment.requested"],
@@ -203,7 +206,7 @@ def test_cancel_order_compensates_refuses_shipped_or_ended_orders_and_records_th
         assert (change.event, change.actor) == ("operator.cancel", "operator")
         # The compensation is under way: the cancel event made the release, refund, void and message tasks.
         compensation = set(
-            AgentTask.objects.filter(correlation_id=order.correlation_id, event_type="order.cancelled").values_list(
+            AgentTask.objects.filter(workflow_id=order.workflow_id, event_type="order.cancelled").values_list(
                 "agent", "operation"
             )
         )
@@ -580,11 +583,11 @@ def test_a_list_of_a_million_tasks_answers_without_counting_them(operator_client
         cursor.execute(
             f"""
             INSERT INTO {table} (agent, operation, event_type, payload, payload_version, status, priority,
-                attempts, max_attempts, reclaims, run_after, idempotency_key, correlation_id, claimed_by,
-                fence, last_error, cost, created_at, updated_at, finished_at)
+                attempts, max_attempts, reclaims, run_after, idempotency_key, workflow_id, correlation_id,
+                claimed_by, fence, last_error, cost, created_at, updated_at, finished_at)
             SELECT 'bulk', 'op', '', '{{}}'::jsonb, 1,
                    CASE WHEN n % 10 = 0 THEN 'dead' ELSE 'succeeded' END, 0, 1, 5, 0, now(),
-                   'bulk:' || n, 'bulk-' || (n % 1000), '', 1,
+                   'bulk:' || n, 'bulk-wf-' || (n % 1000), 'bulk-' || (n % 1000), '', 1,
                    CASE WHEN n % 10 = 0 THEN 'boom ' || n ELSE '' END, 0, now(), now(), now()
             FROM generate_series(1, 1000000) AS n
             """
@@ -596,7 +599,8 @@ def test_a_list_of_a_million_tasks_answers_without_counting_them(operator_client
         "a later page": reverse(CHANGELIST) + "?p=3",
         "filtered by status": reverse(CHANGELIST) + "?status__exact=dead",
         "filtered by agent": reverse(CHANGELIST) + "?agent=bulk",
-        "one workflow": reverse(CHANGELIST) + "?correlation_id=bulk-7",
+        "one workflow": reverse(CHANGELIST) + "?workflow_id=bulk-wf-7",
+        "one correlation id": reverse(CHANGELIST) + "?correlation_id=bulk-7",
         "search by key": reverse(CHANGELIST) + "?q=bulk:424242",
         "dead letters": reverse("admin:orchestration_deadletter_changelist"),
         "attempts": reverse("admin:orchestration_taskattempt_changelist"),
@@ -624,8 +628,20 @@ def test_a_list_of_a_million_tasks_answers_without_counting_them(operator_client
     key = operator_client.get(reverse(CHANGELIST) + "?q=bulk:424242").context["cl"]
     assert [t.idempotency_key for t in key.result_list] == ["bulk:424242"]
     assert key.result_count == 1
-    workflow = operator_client.get(reverse(CHANGELIST) + "?correlation_id=bulk-7").context["cl"]
+    workflow = operator_client.get(reverse(CHANGELIST) + "?workflow_id=bulk-wf-7").context["cl"]
     assert workflow.result_count == 1000 and not workflow.paginator.estimated
+
+
+def test_the_order_page_links_to_its_own_workflow_not_every_order_of_its_correlation_id(operator_client, pen):
+    mine, _ = place_order("ann@example.com", [("PEN", 1)], idempotency_key="mine", correlation_id="shared-req")
+    place_order("bob@example.com", [("PEN", 2)], idempotency_key="theirs", correlation_id="shared-req")
+
+    page = operator_client.get(reverse("admin:orders_order_change", args=[mine.pk])).content.decode()
+
+    assert f"workflow_id={mine.workflow_id}" in page and "tasks (1 pending)" in page
+    assert "shared with other orders" in page
+    listed = operator_client.get(reverse(CHANGELIST) + f"?q={mine.pk}").context["cl"].result_list
+    assert [task.payload for task in listed] == [{"order_id": mine.pk}]
 
 
 def test_the_order_list_fetches_items_and_products_with_the_list(operator_client, pen):
@@ -656,7 +672,7 @@ def test_the_timeline_draws_one_bar_per_attempt_and_marks_the_failed_ones():
         agent="fulfillment",
         operation="ship",
         parent=parent,
-        correlation_id=parent.correlation_id,
+        workflow_id=parent.workflow_id,
         created_at=start + timedelta(seconds=4),
     )
     never = task(
@@ -665,7 +681,7 @@ def test_the_timeline_draws_one_bar_per_attempt_and_marks_the_failed_ones():
         agent="notification",
         operation="notify",
         parent=parent,
-        correlation_id=parent.correlation_id,
+        workflow_id=parent.workflow_id,
         created_at=start + timedelta(seconds=5),
     )
 
@@ -687,7 +703,7 @@ def test_the_timeline_draws_one_bar_per_attempt_and_marks_the_failed_ones():
     span(parent, 1, AttemptStatus.RETRYING, 0.1, 0.5, "RetryableError: gateway <unavailable>")
     span(parent, 2, AttemptStatus.SUCCEEDED, 1.5, 2.0)
     span(child, 1, AttemptStatus.FAILED, 4.1, 6.0, "PermanentError: carrier said no")
-    trace = build_trace(parent.correlation_id, [Mark(start + timedelta(seconds=2), "order 1: A -> B", parent.pk)])
+    trace = build_trace(parent.workflow_id, [Mark(start + timedelta(seconds=2), "order 1: A -> B", parent.pk)])
 
     svg = render_svg(trace, now=start + timedelta(seconds=10))
 

@@ -9,12 +9,16 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.test import Client
 from django.utils import timezone
 
+from agents.invariants import check_all
 from agents.outside import world
-from agents.outside.models import GatewayEntry
+from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from agents.placement import place_order
-from orchestration import budgets
+from agents.tasks import expire_reservations
+from api.models import ApiClient
+from orchestration import budgets, runner
 from orchestration.backpressure import MAX_RETRY_AFTER, Overloaded
 from orchestration.enqueue import enqueue
 from orchestration.guards import BreakerPolicy, CircuitBreaker, Semaphore, TokenBucket, redis_client
@@ -202,16 +206,16 @@ def test_backpressure_counts_every_agents_ready_tasks_and_retry_after_follows_th
 def test_a_ping_pong_loop_between_two_agents_is_stopped_by_the_step_cap(start_worker):
     start_worker(["agent.pinger", "agent.ponger"], concurrency=2)
 
-    enqueue("pinger", "ping", {"n": 0}, idempotency_key="loop", correlation_id="loop-1")
+    enqueue("pinger", "ping", {"n": 0}, idempotency_key="loop", workflow_id="loop-1")
     budgets.set_caps("loop-1", max_steps=6)
 
     wait_until(lambda: Effect.objects.filter(key="compensated:loop-1").exists(), what="the loop's compensation")
-    budget = WorkflowBudget.objects.get(correlation_id="loop-1")
+    budget = WorkflowBudget.objects.get(workflow_id="loop-1")
     assert budget.steps == 6 and "step budget spent" in budget.exceeded_reason
-    stopped = AgentTask.objects.get(correlation_id="loop-1", status=TaskStatus.CANCELLED)
+    stopped = AgentTask.objects.get(workflow_id="loop-1", status=TaskStatus.CANCELLED)
     assert stopped.last_error.startswith("budget exceeded")
     time.sleep(1)
-    looping = AgentTask.objects.filter(correlation_id="loop-1", agent__in=["pinger", "ponger"])
+    looping = AgentTask.objects.filter(workflow_id="loop-1", agent__in=["pinger", "ponger"])
     assert not looping.filter(status=TaskStatus.PENDING).exists()
     assert Effect.objects.filter(key="compensated:loop-1").count() == 1
 
@@ -223,7 +227,7 @@ def test_an_expensive_order_is_stopped_by_the_cost_cap_and_compensated(start_wor
     Product.objects.create(sku="GEM", name="Gem", price=Decimal("99.00"), stocked=5)
 
     order, _ = place_order("rich@example.com", [("GEM", 1)], idempotency_key="costly")
-    budgets.set_caps(order.correlation_id, max_cost=Decimal("0.5"))  # one gateway fee is 1 unit
+    budgets.set_caps(order.workflow_id, max_cost=Decimal("0.5"))  # one gateway fee is 1 unit
 
     wait_until(lambda: Order.objects.get(pk=order.pk).state in TERMINAL_STATES, what="the order to stop")
     order.refresh_from_db()
@@ -235,6 +239,104 @@ def test_an_expensive_order_is_stopped_by_the_cost_cap_and_compensated(start_wor
         what="the refund",
     )
     wait_until(lambda: Product.objects.get(sku="GEM").reserved == 0, what="the stock back")
+
+
+def start_order_agents(start_worker, start_beat) -> None:
+    for service in world.SERVICES:
+        world.configure(service)
+    # The test kit's pinger hears every workflow.budget_exceeded too (tests/kernelapp).
+    start_worker([*AGENT_QUEUES, "agent.pinger"], concurrency=2)
+    start_worker(["orchestration"], name="maintenance")
+    start_beat()
+
+
+def bearer(name: str) -> dict[str, str]:
+    client = ApiClient(name=name)
+    token = client.issue_token()
+    client.save()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_orders_placed_under_one_request_id_each_have_their_own_budget_and_all_complete(
+    start_worker, start_beat, redis_client
+):
+    # Two shops send the same X-Request-ID with every order: 20 orders of 6 counted steps
+    # each, far past one workflow's 50, if they shared a budget.
+    start_order_agents(start_worker, start_beat)
+    Product.objects.create(sku="PEN", name="Pen", price=Decimal("2.50"), stocked=100)
+    shops = [bearer("ann's shop"), bearer("bob's shop")]
+    http = Client()
+
+    placed = []
+    for index in range(20):
+        headers = {**shops[index % 2], "Idempotency-Key": f"order-{index}", "X-Request-ID": "checkout-42"}
+        body = {"customer": f"c{index}@example.com", "items": [{"sku": "PEN", "quantity": 1}]}
+        response = http.post("/api/orders", data=json.dumps(body), content_type="application/json", headers=headers)
+        assert response.status_code == 201, response.content
+        placed.append(response.json()["id"])
+
+    orders = Order.objects.filter(pk__in=placed)
+    wait_until(lambda: orders.filter(state__in=TERMINAL_STATES).count() == 20, timeout=180, what="all 20 orders to end")
+    assert set(orders.values_list("state", flat=True)) == {OrderState.COMPLETED}
+    assert set(orders.values_list("correlation_id", flat=True)) == {"checkout-42"}
+    spent = WorkflowBudget.objects.filter(correlation_id="checkout-42")
+    assert sorted(spent.values_list("workflow_id", flat=True)) == sorted(orders.values_list("workflow_id", flat=True))
+    assert len(set(orders.values_list("workflow_id", flat=True))) == 20
+    # Each budget counted its own order's steps only, and none ran out.
+    assert set(spent.values_list("steps", flat=True)) == {6}
+    assert not spent.filter(exceeded_at__isnull=False).exists()
+
+
+def test_a_budget_that_runs_out_right_after_the_shipment_completes_the_order_and_tells_the_customer(
+    start_worker, start_beat, redis_client
+):
+    Product.objects.create(sku="INK", name="Ink", price=Decimal("7.00"), stocked=5)
+    order, _ = place_order("dee@example.com", [("INK", 1)], idempotency_key="spent-after-ship")
+    # The counted steps: reserve_stock, advance, charge, advance, ship. The sixth, the
+    # advance that hears fulfillment.shipped, finds the budget spent (commit_stock and
+    # notify are outside the budget).
+    budgets.set_caps(order.workflow_id, max_steps=5)
+    start_order_agents(start_worker, start_beat)
+
+    wait_until(lambda: Order.objects.get(pk=order.pk).state in TERMINAL_STATES, timeout=60, what="the order to end")
+    order.refresh_from_db()
+    assert order.state == OrderState.COMPLETED
+    assert order.reason.startswith("stopped by budget after shipment: budget exceeded: step budget spent")
+    history = list(OrderTransition.objects.filter(order=order).order_by("pk").values_list("to_state", "event"))
+    assert history[-3:] == [
+        ("FULFILLMENT_PENDING", "fulfillment.requested"),
+        ("SHIPPED", "budget.exceeded"),
+        ("COMPLETED", "budget.exceeded"),
+    ]
+    stopped = AgentTask.objects.get(workflow_id=order.workflow_id, status=TaskStatus.CANCELLED)
+    assert (stopped.operation, stopped.event_type) == ("advance", "fulfillment.shipped")
+    live = AgentTask.objects.filter(workflow_id=order.workflow_id, status__in=[TaskStatus.PENDING, TaskStatus.CLAIMED])
+    wait_until(lambda: not live.exists(), timeout=30, what="the workflow to go quiet")
+    assert [result.violations for result in check_all()] == [[]] * 7
+    assert sorted(ProviderMessage.objects.filter(order_ref=str(order.pk)).values_list("kind", flat=True)) == [
+        "confirmed",
+        "shipped",
+    ]
+    assert sum(GatewayEntry.objects.filter(order_ref=str(order.pk)).values_list("amount", flat=True)) == order.total
+    assert CarrierParcel.objects.filter(order_ref=str(order.pk)).count() == 1
+    ink = Product.objects.get(sku="INK")
+    assert (ink.reserved, ink.sold) == (0, 1)
+    assert not AgentTask.objects.filter(workflow_id=order.workflow_id, status=TaskStatus.DEAD).exists()
+
+
+def test_the_reservation_expiry_joins_the_orders_workflow(transactional_db, redis_client, time_machine):
+    Product.objects.create(sku="PEN", name="Pen", price=Decimal("2.50"), stocked=10)
+    order, _ = place_order("kim@example.com", [("PEN", 1)], idempotency_key="expiring", correlation_id="shared")
+    assert runner.run_task(AgentTask.objects.get(operation="reserve_stock").pk) == "succeeded"
+
+    time_machine.move_to(timezone.now() + timedelta(hours=1))
+    assert expire_reservations() == 1
+
+    expiry = AgentTask.objects.get(operation="expire_reservation")
+    assert (expiry.workflow_id, expiry.correlation_id) == (order.workflow_id, "shared")
+    assert runner.run_task(expiry.pk) == "succeeded"
+    assert WorkflowBudget.objects.get(workflow_id=order.workflow_id).steps == 2  # the hold and its expiry
+    assert AgentTask.objects.filter(workflow_id=order.workflow_id, event_type="inventory.expired").exists()
 
 
 def test_a_handler_that_overruns_its_lease_fails_and_retries_instead_of_staying_claimed(start_worker):

@@ -159,12 +159,9 @@ def offset(line: str) -> float:
 
 
 def test_a_trace_marks_dead_tasks_their_compensation_and_pending_retries(transactional_db, redis_client):
-    refused, _ = enqueue(
-        "testkit", "record", {"key": "no", "permanent": True}, idempotency_key="no", correlation_id="c1"
-    )
-    flaky, _ = enqueue(
-        "testkit", "record", {"key": "again", "fail_times": 1}, idempotency_key="again", correlation_id="c1"
-    )
+    one = {"workflow_id": "w1", "correlation_id": "c1"}
+    refused, _ = enqueue("testkit", "record", {"key": "no", "permanent": True}, idempotency_key="no", **one)
+    flaky, _ = enqueue("testkit", "record", {"key": "again", "fail_times": 1}, idempotency_key="again", **one)
     assert runner.run_task(refused.pk) == "dead"
     assert runner.run_task(flaky.pk) == "retrying"
     compensation = AgentTask.objects.get(correlation_id="c1", operation="hear_failure")
@@ -179,6 +176,21 @@ def test_a_trace_marks_dead_tasks_their_compensation_and_pending_retries(transac
     assert dead < failed < heard and indent(lines[heard]) > indent(lines[dead])
     assert "attempt 1: retrying" in lines[pending + 1]
     assert first_index(lines, "3 tasks, 3 attempts (1 failed, 1 retrying, 1 succeeded), 1 dead") < dead
+
+
+def test_a_correlation_id_shared_by_two_orders_traces_both_and_an_order_only_its_own(catalogue):
+    first, _ = place_order("ann@example.com", [("PEN", 1)], idempotency_key="one", correlation_id="checkout-7")
+    second, _ = place_order("bob@example.com", [("INK", 1)], idempotency_key="two", correlation_id="checkout-7")
+
+    shared = command_output("trace", "checkout-7")
+    own = command_output("trace", str(first.pk))
+
+    assert shared.startswith("Correlation checkout-7: 2 workflows")
+    for order in (first, second):
+        assert f"Order {order.pk} for" in shared and f"Workflow {order.workflow_id}, correlation checkout-7" in shared
+    assert f"Order {first.pk} for ann@example.com, now CREATED" in own and f"Order {second.pk}" not in own
+    assert own.count("inventory.reserve_stock <- order.placed") == 1
+    assert command_output("trace", first.workflow_id) == own
 
 
 def test_trace_says_clearly_when_nothing_matches(transactional_db):

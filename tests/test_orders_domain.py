@@ -18,8 +18,9 @@ from agents.placement import place_order
 from orchestration.models import AgentTask, TaskStatus
 from orders import actions
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder, OutOfStock
-from orders.models import Order, OrderTransition, Product, Reservation
-from orders.states import OrderState
+from orders.models import Order, OrderTransition, Product, Reservation, Shipment
+from orders.states import TERMINAL_STATES, OrderState
+from orders.transitions import BUDGET_STOP
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -87,6 +88,29 @@ def test_a_transition_writes_the_state_and_its_audit_row(pen):
         42,
     )
     assert row.correlation_id == order.correlation_id
+
+
+def test_a_budget_stop_cancels_an_order_before_its_shipment_and_completes_it_after(pen):
+    unshipped, _ = place_order("a@example.com", [("PEN", 1)], idempotency_key="stop-before")
+    shipped, _ = place_order("b@example.com", [("PEN", 1)], idempotency_key="stop-after")
+    for order in (unshipped, shipped):
+        for event in ("inventory.reserved", "payment.requested", "payment.charged", "fulfillment.requested"):
+            actions.apply_transition(order.pk, event)
+    Shipment.objects.create(order=shipped, carrier_reference="parcel-1")
+
+    reached = {}
+    for order in (unshipped, shipped):
+        reached[order.pk] = []
+        # What the OrderAgent's stop does: apply the stop until the order has ended.
+        while Order.objects.get(pk=order.pk).state not in TERMINAL_STATES:
+            moved = actions.apply_transition(order.pk, BUDGET_STOP, detail="budget exceeded: step budget spent")
+            reached[order.pk].append(moved.state)
+
+    assert reached == {unshipped.pk: ["CANCELLED"], shipped.pk: ["SHIPPED", "COMPLETED"]}
+    assert Order.objects.get(pk=unshipped.pk).reason == "budget exceeded: step budget spent"
+    finished = Order.objects.get(pk=shipped.pk)
+    assert finished.reason == "stopped by budget after shipment: budget exceeded: step budget spent"
+    assert violated(6) == []  # every row a declared transition
 
 
 def test_eight_orders_racing_for_the_last_unit_exactly_one_gets_it(pen):

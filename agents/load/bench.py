@@ -132,11 +132,11 @@ def fill_finished_tasks(rows: int, tag: str) -> float:
         cursor.execute(
             f"""
             INSERT INTO {TABLE} (agent, operation, event_type, payload, payload_version, status, priority,
-                attempts, max_attempts, reclaims, run_after, idempotency_key, correlation_id, claimed_by,
-                fence, last_error, cost, created_at, updated_at, finished_at, result)
+                attempts, max_attempts, reclaims, run_after, idempotency_key, workflow_id, correlation_id,
+                claimed_by, fence, last_error, cost, created_at, updated_at, finished_at, result)
             SELECT 'bench-fill', 'noop', '', '{{}}'::jsonb, 1, 'succeeded', 0, 1, 5, 0, now(),
-                'bench-fill:' || %(tag)s || ':' || n, 'bench-fill-' || %(tag)s, 'bench', 1, '', 0,
-                now(), now(), now(), 'null'::jsonb
+                'bench-fill:' || %(tag)s || ':' || n, 'bench-fill-' || %(tag)s || ':' || n, 'bench-fill-' || %(tag)s,
+                'bench', 1, '', 0, now(), now(), now(), 'null'::jsonb
             FROM generate_series(1, %(rows)s) AS n
             """,
             {"tag": tag, "rows": rows},

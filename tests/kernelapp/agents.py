@@ -68,7 +68,7 @@ def pong(context) -> None:
 
 
 def compensate(context) -> None:
-    Effect.objects.create(key=f"compensated:{context.correlation_id}", pid=os.getpid(), attempt=context.attempt)
+    Effect.objects.create(key=f"compensated:{context.workflow_id}", pid=os.getpid(), attempt=context.attempt)
 
 
 register(
