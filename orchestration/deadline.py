@@ -2,16 +2,18 @@
 AGENT_TASK_MAX_RUNTIME_SECONDS. When it passes, the handler gets LeaseExpired, a
 retryable failure, and its effects roll back.
 
-How the error reaches the handler depends on the thread the handler runs in:
+One watchdog thread per process watches the deadlines of the attempts running in it and
+stops each one in the way its thread allows:
 
-- The main thread (the prefork pool's processes, the solo pool): a SIGALRM timer. The
-  signal interrupts blocking calls (sleep, socket and database waits), so the handler
-  stops at its deadline even while it waits.
-- Any other thread (the threads pool): one watchdog thread per process raises the error
-  in the handler's thread (PyThreadState_SetAsyncExc). Python delivers it at that
-  thread's next bytecode, so a thread blocked in a C call sees it only when the call
-  returns; meanwhile its lease runs out, the sweep reclaims it and its late completion
-  is fenced out.
+- The main thread (the prefork pool's processes, the solo pool): a SIGALRM sent to that
+  thread (pthread_kill). It interrupts blocking calls (sleep, socket and database waits),
+  and the handler raises the error there. (Not a process-wide setitimer: a timer that fires
+  while the process is stopped may be taken by any thread when it resumes, and the main
+  thread would sleep on.)
+- Any other thread (the threads pool): the error is raised in that thread with
+  PyThreadState_SetAsyncExc. Python delivers it at the thread's next bytecode, so a thread
+  blocked in a C call sees it only when the call returns; meanwhile its lease runs out, the
+  sweep reclaims it and its late completion is fenced out.
 
 Neither stops a frozen process (SIGSTOP, a C extension that never returns): Celery's hard
 time limit (the ceiling plus 30 s) kills a prefork pool process, and the database's
@@ -32,7 +34,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
 
 from orchestration.errors import LeaseExpired, RuntimeCeilingReached
 
@@ -44,8 +45,6 @@ class Deadline:
         start = time.monotonic() if start is None else start
         self.ceiling = start + ceiling_seconds
         self.at = min(start + lease_seconds, self.ceiling)  # time.monotonic() values
-        self._lock = threading.Lock()
-        self._alarm: _Alarm | None = None
 
     def error(self) -> type[LeaseExpired]:
         return RuntimeCeilingReached if self.at >= self.ceiling else LeaseExpired
@@ -53,110 +52,81 @@ class Deadline:
     def extend(self, at: float) -> None:
         """Move the deadline to ``at`` (a time.monotonic() value): never back, never past the
         ceiling. Safe from any thread."""
-        with self._lock:
-            self.at = min(max(self.at, at), self.ceiling)
-            if self._alarm is not None:
-                self._alarm.arm()
+        watchdog().move(self, at)
 
     @contextmanager
     def enforced(self) -> Iterator[None]:
         """Raise LeaseExpired in this thread if the deadline passes inside the block."""
+        global _main_thread_deadline
+        ident = threading.get_ident()
         on_main_thread = threading.current_thread() is threading.main_thread()
-        alarm: _Alarm = _SignalAlarm(self) if on_main_thread else _ThreadAlarm(self)
-        with self._lock:
-            self._alarm = alarm
-            alarm.arm()
+        if on_main_thread:
+            if signal.getsignal(signal.SIGALRM) is not _on_sigalrm:
+                # Installed once and left in place: the default disposition would let a
+                # signal already on its way terminate the process.
+                signal.signal(signal.SIGALRM, _on_sigalrm)
+            _main_thread_deadline = self
+        watchdog().watch(ident, self, by_signal=on_main_thread)
         try:
             yield
         finally:
-            with self._lock:
-                self._alarm = None
-                alarm.disarm()
+            watchdog().forget(ident)  # no new signal or error after this...
+            if on_main_thread:
+                _main_thread_deadline = None  # ...and one already sent is ignored
 
 
-class _Alarm(Protocol):
-    def arm(self) -> None: ...
-
-    def disarm(self) -> None: ...
-
-
-# --- The main thread: SIGALRM --------------------------------------------------------------
-
-_signal_alarm: _SignalAlarm | None = None  # the main thread runs one attempt at a time
+_main_thread_deadline: Deadline | None = None  # the main thread runs one attempt at a time
 
 
 def _on_sigalrm(_signum, _frame) -> None:
-    # Runs in the main thread between two bytecodes, possibly inside Deadline.extend: it takes
-    # no lock, and reads the deadline as it is now.
-    alarm = _signal_alarm
-    if alarm is None:
-        return  # a late signal after the attempt ended
-    left = alarm.deadline.at - time.monotonic()
-    if left > 0:  # a heartbeat moved the deadline after this timer was set
-        signal.setitimer(signal.ITIMER_REAL, left)
-        return
-    alarm.disarm()
-    raise alarm.deadline.error()
-
-
-class _SignalAlarm:
-    def __init__(self, deadline: Deadline):
-        self.deadline = deadline
-        # Installed once and left in place: restoring the default disposition would let a
-        # signal already on its way terminate the process.
-        if signal.getsignal(signal.SIGALRM) is not _on_sigalrm:
-            signal.signal(signal.SIGALRM, _on_sigalrm)
-
-    def arm(self) -> None:
-        global _signal_alarm
-        _signal_alarm = self
-        # setitimer works from any thread (a keep-alive heartbeat re-arms it); the signal
-        # itself is handled in the main thread.
-        signal.setitimer(signal.ITIMER_REAL, max(self.deadline.at - time.monotonic(), 0.001))
-
-    def disarm(self) -> None:
-        global _signal_alarm
-        if _signal_alarm is self:
-            _signal_alarm = None
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-
-# --- Other threads: a watchdog ---------------------------------------------------------------
+    # Runs in the main thread between two bytecodes: it takes no lock (the main thread may
+    # hold the watchdog's), and trusts the watchdog's verdict.
+    deadline = _main_thread_deadline
+    if deadline is not None:
+        raise deadline.error()
 
 
 class _Watchdog:
-    """One thread per process that raises the error in handler threads past their deadline."""
+    """One thread per process that stops handler threads past their deadline."""
 
     def __init__(self):
         self._changed = threading.Condition()
-        self._watched: dict[int, Deadline] = {}  # thread ident -> its deadline
-        self._fired: set[int] = set()
+        self._watched: dict[int, tuple[Deadline, bool]] = {}  # thread ident -> (deadline, by signal)
+        self._raised: set[int] = set()
         threading.Thread(target=self._run, name="deadline-watchdog", daemon=True).start()
 
-    def watch(self, ident: int, deadline: Deadline) -> None:
+    def watch(self, ident: int, deadline: Deadline, *, by_signal: bool) -> None:
         with self._changed:
-            self._watched[ident] = deadline
+            self._watched[ident] = (deadline, by_signal)
             self._changed.notify()
+
+    def move(self, deadline: Deadline, at: float) -> None:
+        with self._changed:  # decided under the same lock as the watchdog's verdict
+            deadline.at = min(max(deadline.at, at), deadline.ceiling)
 
     def forget(self, ident: int) -> None:
         with self._changed:
             self._watched.pop(ident, None)
-            if ident in self._fired:
+            if ident in self._raised:
                 # Raised but perhaps not yet delivered: it must not land after the block, in
                 # the kernel's own code or in the thread's next task.
-                self._fired.discard(ident)
+                self._raised.discard(ident)
                 _raise_in_thread(ident, None)
 
     def _run(self) -> None:
         with self._changed:
             while True:
                 now = time.monotonic()
-                for ident, deadline in list(self._watched.items()):
+                for ident, (deadline, by_signal) in list(self._watched.items()):
                     if deadline.at <= now:
                         del self._watched[ident]
-                        self._fired.add(ident)
-                        _raise_in_thread(ident, deadline.error())
-                soonest = min((deadline.at for deadline in self._watched.values()), default=None)
+                        if by_signal:
+                            signal.pthread_kill(ident, signal.SIGALRM)
+                        else:
+                            self._raised.add(ident)
+                            _raise_in_thread(ident, deadline.error())
+                soonest = min((deadline.at for deadline, _ in self._watched.values()), default=None)
+                # A moved deadline is only ever later: waking up at the old one costs a loop.
                 self._changed.wait(None if soonest is None else max(soonest - now, 0.001))
 
 
@@ -177,15 +147,3 @@ def watchdog() -> _Watchdog:
             _watchdog = _Watchdog()
             _watchdog_pid = os.getpid()
         return _watchdog
-
-
-class _ThreadAlarm:
-    def __init__(self, deadline: Deadline):
-        self.deadline = deadline
-        self.ident = threading.get_ident()
-
-    def arm(self) -> None:
-        watchdog().watch(self.ident, self.deadline)
-
-    def disarm(self) -> None:
-        watchdog().forget(self.ident)
