@@ -145,7 +145,7 @@ CELERY_HARD_LIMIT_GRACE_SECONDS = 30
 
 # PostgreSQL session timeouts on every connection, whatever server DATABASE_URL names (libpq's
 # startup "options": no extra round trip). Derived from the default lease L so they agree with
-# it; 0 turns one off. With L = 60 s:
+# it; 0 leaves one to the server (or the database role). With L = 60 s:
 # - idle_in_transaction_session_timeout = L/2 = 30 s. A worker frozen inside a transaction (GC
 #   pause, SIGSTOP, network cut) loses its session, and with it its row locks, before its lease
 #   can even be reclaimed (L, plus up to one 5 s sweep): the next attempt does not queue behind
@@ -177,7 +177,7 @@ _database_options = DATABASES["default"].setdefault("OPTIONS", {})
 # Ours first: an "options" given in DATABASE_URL's query string comes later and wins.
 _database_options["options"] = " ".join(
     [
-        *(f"-c {name}={seconds * 1000}" for name, seconds in _session_timeouts.items()),
+        *(f"-c {name}={seconds * 1000}" for name, seconds in _session_timeouts.items() if seconds),
         _database_options.get("options", ""),
     ]
 ).strip()
