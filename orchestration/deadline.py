@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from orchestration.errors import LeaseExpired, RuntimeCeilingReached
 
@@ -79,11 +80,23 @@ _main_thread_deadline: Deadline | None = None  # the main thread runs one attemp
 
 
 def _on_sigalrm(_signum, _frame) -> None:
-    # Runs in the main thread between two bytecodes: it takes no lock (the main thread may
-    # hold the watchdog's), and trusts the watchdog's verdict.
+    # Runs in the main thread between two bytecodes, so it takes no lock (the main thread may
+    # hold the watchdog's). It checks the deadline itself: a heartbeat may have moved it since
+    # the watchdog sent the signal (the watchdog then signals again), and a SIGALRM from
+    # elsewhere must not stop an attempt.
     deadline = _main_thread_deadline
-    if deadline is not None:
+    if deadline is not None and deadline.at <= time.monotonic():
         raise deadline.error()
+
+
+@dataclass
+class _Watch:
+    deadline: Deadline
+    by_signal: bool  # the main thread: SIGALRM; another thread: an asynchronous exception
+    signalled_for: float | None = None  # the deadline the last signal was sent for
+
+    def due(self, now: float) -> bool:
+        return self.deadline.at <= now and self.signalled_for != self.deadline.at
 
 
 class _Watchdog:
@@ -91,13 +104,13 @@ class _Watchdog:
 
     def __init__(self):
         self._changed = threading.Condition()
-        self._watched: dict[int, tuple[Deadline, bool]] = {}  # thread ident -> (deadline, by signal)
+        self._watched: dict[int, _Watch] = {}  # by thread ident
         self._raised: set[int] = set()
         threading.Thread(target=self._run, name="deadline-watchdog", daemon=True).start()
 
     def watch(self, ident: int, deadline: Deadline, *, by_signal: bool) -> None:
         with self._changed:
-            self._watched[ident] = (deadline, by_signal)
+            self._watched[ident] = _Watch(deadline, by_signal)
             self._changed.notify()
 
     def move(self, deadline: Deadline, at: float) -> None:
@@ -117,15 +130,20 @@ class _Watchdog:
         with self._changed:
             while True:
                 now = time.monotonic()
-                for ident, (deadline, by_signal) in list(self._watched.items()):
-                    if deadline.at <= now:
+                for ident, watch in list(self._watched.items()):
+                    if not watch.due(now):
+                        continue
+                    if watch.by_signal:  # stays watched: the handler may find the deadline moved
+                        watch.signalled_for = watch.deadline.at
+                        signal.pthread_kill(ident, signal.SIGALRM)
+                    else:  # delivered unconditionally, so once
                         del self._watched[ident]
-                        if by_signal:
-                            signal.pthread_kill(ident, signal.SIGALRM)
-                        else:
-                            self._raised.add(ident)
-                            _raise_in_thread(ident, deadline.error())
-                soonest = min((deadline.at for deadline, _ in self._watched.values()), default=None)
+                        self._raised.add(ident)
+                        _raise_in_thread(ident, watch.deadline.error())
+                pending = [
+                    watch.deadline.at for watch in self._watched.values() if watch.signalled_for != watch.deadline.at
+                ]
+                soonest = min(pending, default=None)
                 # A moved deadline is only ever later: waking up at the old one costs a loop.
                 self._changed.wait(None if soonest is None else max(soonest - now, 0.001))
 

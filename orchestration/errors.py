@@ -51,7 +51,7 @@ class LeaseExpired(BaseException):
 class RuntimeCeilingReached(LeaseExpired):
     """The attempt ran for AGENT_TASK_MAX_RUNTIME_SECONDS, the ceiling heartbeats cannot move."""
 
-    default = "the attempt reached AGENT_TASK_MAX_RUNTIME_SECONDS, however it heartbeat"
+    default = "the attempt ran for AGENT_TASK_MAX_RUNTIME_SECONDS, the most any attempt may, heartbeats or not"
 
 
 class IdempotencyConflict(KernelError):

@@ -108,10 +108,10 @@ def test_a_frozen_worker_holding_a_row_lock_loses_it_and_is_fenced_out(start_wor
         # while the frozen process is still frozen, not killed
         wait_until(
             lambda: Order.objects.filter(pk__in=[o.pk for o in orders], state=OrderState.COMPLETED).count() == 3,
-            timeout=60,
+            timeout=90,
             what="the pen orders to complete",
         )
-        wait_until(lambda: AgentTask.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED, timeout=30)
+        wait_until(lambda: AgentTask.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED, timeout=60)
         assert Path(f"/proc/{frozen_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"  # stopped
     finally:
         os.kill(frozen_pid, signal.SIGCONT)
@@ -119,12 +119,14 @@ def test_a_frozen_worker_holding_a_row_lock_loses_it_and_is_fenced_out(start_wor
     # And once thawed, the frozen attempt is fenced out and its effects are gone
     first = wait_until(
         lambda: TaskAttempt.objects.filter(task=task, number=1, status=AttemptStatus.FENCED_OUT).first(),
+        timeout=60,
         what="the thawed attempt to be fenced out",
     )
     assert first.worker.endswith(f":{frozen_pid}")
     assert list(Effect.objects.filter(key="frozen").values_list("attempt", flat=True)) == [2]
     wait_until(
         lambda: not AgentTask.objects.filter(status__in=[TaskStatus.PENDING, TaskStatus.CLAIMED]).exists(),
+        timeout=60,
         what="the system to be quiet",
     )
     assert [result.violations for result in check_all() if not result.holds] == []

@@ -3,6 +3,7 @@ pools run handlers) and on another thread (the threads pool). Real signals, real
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 
@@ -42,6 +43,13 @@ def test_heartbeats_keep_a_handler_running_past_its_first_lease():
             deadline.extend(time.monotonic() + 0.3)
     # nothing raised, and nothing is raised after the block either
     time.sleep(0.5)
+
+
+def test_a_sigalrm_from_elsewhere_does_not_stop_the_handler():
+    with Deadline(30, 60).enforced():
+        signal.pthread_kill(threading.get_ident(), signal.SIGALRM)
+        time.sleep(0.2)
+    # nothing raised: only the deadline stops the handler
 
 
 def test_heartbeats_cannot_move_the_deadline_past_the_ceiling():

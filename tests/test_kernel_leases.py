@@ -53,7 +53,7 @@ def test_a_handler_that_heartbeats_keeps_its_claim_and_its_slot_for_three_leases
 
     # Then the long one ran once, was never reclaimed, and its effects committed
     both = AgentTask.objects.filter(pk__in=[long_task.pk, short_task.pk])
-    wait_until(lambda: both.filter(status=TaskStatus.SUCCEEDED).count() == 2, timeout=60, what="both to succeed")
+    wait_until(lambda: both.filter(status=TaskStatus.SUCCEEDED).count() == 2, timeout=90, what="both to succeed")
     long_task.refresh_from_db()
     assert (long_task.attempts, long_task.reclaims) == (1, 0)
     assert spans(long_task) == [AttemptStatus.SUCCEEDED]
@@ -76,14 +76,14 @@ def test_a_handler_stuck_in_a_call_without_heartbeats_is_reclaimed_and_fenced_ou
     AgentTask.objects.filter(pk=task.pk).update(payload={"key": "stuck", "seconds": 0})  # the next one is quick
 
     # Then the sweep takes the task back and a second attempt completes it while the first waits
-    wait_until(lambda: AgentTask.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED, timeout=30)
+    wait_until(lambda: AgentTask.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED, timeout=60)
     task.refresh_from_db()
     assert task.reclaims == 1 and task.attempts == 2
     # And when its call returns, the stuck attempt is stopped there and fenced out: the rest
     # of its handler never runs, and of its effects only the second attempt's are kept
     first = wait_until(
         lambda: TaskAttempt.objects.filter(task=task, number=1, status=AttemptStatus.FENCED_OUT).first(),
-        timeout=40,
+        timeout=60,
         what="the stuck attempt to come back and be fenced out",
     )
     assert "LeaseExpired" in first.error

@@ -89,8 +89,10 @@ def test_a_worker_whose_lease_was_reclaimed_cannot_complete():
     first.start()
     time.sleep(3.3)
 
-    # When a sweep reclaims it and a second worker runs it
+    # When a sweep reclaims it and a second worker runs it (quickly: past its lease without a
+    # heartbeat, the kernel would stop it too)
     assert sweeps.reclaim_expired_leases() == 1
+    AgentTask.objects.filter(pk=task.pk).update(payload={"key": "fenced", "sleep": 0})
     outcomes["second"] = runner.run_task(task.pk, worker="second")
     first.join()
     connection.close()

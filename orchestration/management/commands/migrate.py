@@ -12,6 +12,11 @@ from django.db import connections
 
 class Command(DjangoMigrate):
     def handle(self, *args, **options):
-        with connections[options["database"]].cursor() as cursor:
+        connection = connections[options["database"]]
+        with connection.cursor() as cursor:
             cursor.execute("SET statement_timeout = 0")  # for this session, which migrate keeps
-        return super().handle(*args, **options)
+        try:
+            return super().handle(*args, **options)
+        finally:
+            with connection.cursor() as cursor:  # back to the connection's own (a test run goes on)
+                cursor.execute("RESET statement_timeout")
