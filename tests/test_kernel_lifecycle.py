@@ -264,3 +264,15 @@ def test_a_task_whose_last_lease_ran_out_is_dead_and_counted_as_a_dead_letter():
     task.refresh_from_db()
     assert task.status == TaskStatus.DEAD and "lease expired while claimed by gone" in task.last_error
     assert dead_letters() == before + 1
+
+
+def test_a_heartbeat_keeps_a_live_lease_but_cannot_revive_one_that_ran_out():
+    task, _ = enqueue("testkit", "record", {"key": "beat"}, idempotency_key="beat")
+    claim = lifecycle.claim(task.pk, worker="slow", lease_seconds=5)
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=4), tick=True):
+        assert lifecycle.heartbeat(task.pk, claim.fence, lease_seconds=5)  # now good until +9 s
+    with time_machine.travel(timezone.now() + timedelta(seconds=10), tick=True):
+        # Not reclaimed yet, but over: its guard slots may already belong to someone else.
+        assert not lifecycle.heartbeat(task.pk, claim.fence, lease_seconds=5)
+        assert sweeps.reclaim_expired_leases() == 1
