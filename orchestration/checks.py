@@ -74,9 +74,11 @@ def check_agent_boundaries(reg: Registry) -> list[checks.CheckMessage]:
     return errors
 
 
-def check_leases(reg: Registry, default_lease: int, max_lease: int) -> list[checks.CheckMessage]:
-    """Celery's time limits and the broker's visibility timeout are sized from the maximum
-    lease, so an operation that asks for more would be killed or redelivered mid-attempt."""
+def check_leases(
+    reg: Registry, default_lease: int, max_lease: int, max_runtime: int | None = None
+) -> list[checks.CheckMessage]:
+    """A long lease is a slow reclaim after a crash: leases stay under a cap, and under the
+    ceiling on one attempt (Celery's hard limit and the broker's visibility timeout follow it)."""
     errors = []
     if default_lease > max_lease:
         errors.append(
@@ -86,6 +88,14 @@ def check_leases(reg: Registry, default_lease: int, max_lease: int) -> list[chec
                 id="orchestration.E009",
             )
         )
+    if max_runtime is not None and max_lease > max_runtime:
+        errors.append(
+            checks.Error(
+                f"AGENT_TASK_MAX_LEASE_SECONDS ({max_lease}) is above "
+                f"AGENT_TASK_MAX_RUNTIME_SECONDS ({max_runtime}), the ceiling on one attempt",
+                id="orchestration.E010",
+            )
+        )
     for definition in reg.agents.values():
         for operation in definition.operations:
             if operation.lease_seconds is not None and operation.lease_seconds > max_lease:
@@ -93,7 +103,8 @@ def check_leases(reg: Registry, default_lease: int, max_lease: int) -> list[chec
                     checks.Error(
                         f"agent '{definition.name}' operation '{operation.name}' asks for a lease of "
                         f"{operation.lease_seconds} s, above AGENT_TASK_MAX_LEASE_SECONDS ({max_lease} s)",
-                        hint="Raise AGENT_TASK_MAX_LEASE_SECONDS (Celery's limits follow it) or heartbeat instead.",
+                        hint="Heartbeat instead (a handler that heartbeats keeps its lease for as long as "
+                        "it runs), or raise AGENT_TASK_MAX_LEASE_SECONDS.",
                         id="orchestration.E009",
                     )
                 )
@@ -116,4 +127,4 @@ def agent_boundaries_check(app_configs=None, **kwargs) -> list[checks.CheckMessa
 @checks.register("agents")
 def lease_check(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     config = kernel_settings()
-    return check_leases(registry, config.default_lease_seconds, config.max_lease_seconds)
+    return check_leases(registry, config.default_lease_seconds, config.max_lease_seconds, config.max_runtime_seconds)

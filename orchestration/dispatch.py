@@ -46,17 +46,15 @@ def publish(task_id: int, agent: str, operation: str = "", correlation_id: str =
     from celery import current_app
 
     queue = queue_for(agent)
-    lease = lease_for(agent, operation)
     try:
+        # No per-message time limits: a heartbeat cannot move those. The kernel's deadline
+        # follows the lease (orchestration.deadline); Celery's worker-wide hard limit is the
+        # ceiling on one attempt.
         current_app.send_task(
             RUN_AGENT_TASK,
             kwargs={"task_id": task_id},
             queue=queue,
             headers={CORRELATION_HEADER: correlation_id},
-            # Celery's limits follow the lease: an overrun raises SoftTimeLimitExceeded in the
-            # handler (a retryable failure) before anyone else may own the task.
-            soft_time_limit=lease,
-            time_limit=lease + kernel_settings().hard_limit_grace_seconds,
             ignore_result=True,
         )
         return True

@@ -34,5 +34,25 @@ class LeaseLost(KernelError):
     """Our fencing token is stale: the lease was reclaimed and someone else owns the task."""
 
 
+class LeaseExpired(BaseException):
+    """The attempt's deadline passed: no heartbeat within the lease. The kernel raises it in
+    the handler (orchestration.deadline) and retries the task.
+
+    A BaseException, like KeyboardInterrupt: a handler's ``except Exception`` must not swallow
+    the kernel stopping it.
+    """
+
+    default = "the lease ran out: no heartbeat within the lease"
+
+    def __str__(self) -> str:
+        return super().__str__() or self.default
+
+
+class RuntimeCeilingReached(LeaseExpired):
+    """The attempt ran for AGENT_TASK_MAX_RUNTIME_SECONDS, the ceiling heartbeats cannot move."""
+
+    default = "the attempt ran for AGENT_TASK_MAX_RUNTIME_SECONDS, the most any attempt may, heartbeats or not"
+
+
 class IdempotencyConflict(KernelError):
     """An idempotency key was reused for different work."""

@@ -238,6 +238,14 @@ class Semaphore:
         """0 when admitted, else seconds until a slot may free."""
         return float(redis_client().eval(_SEMAPHORE_ACQUIRE, 1, self.key, holder, self.limit, lease_seconds)) / 1000
 
+    def extend(self, holder: str, lease_seconds: float) -> bool:
+        """Keep the holder's slot for another lease (a heartbeat); False when it was lost.
+
+        The acquire script re-scores a holder already in the set whatever the count, so this
+        moves the slot's expiry instead of taking a second one. A holder whose slot expired
+        gets one back only if a slot is free."""
+        return self.acquire(holder, lease_seconds) == 0
+
     def release(self, holder: str) -> None:
         redis_client().zrem(self.key, holder)
 
@@ -290,6 +298,16 @@ class Admission:
                 semaphore.release(self.holder)
             except redis.RedisError:  # the slot expires with the lease anyway
                 logger.warning("could not release %s", semaphore.name, exc_info=True)
+
+    def extend(self, lease_seconds: float) -> bool:
+        """Hold every slot for another lease; False when one was lost to another holder."""
+        kept = True
+        for semaphore in self.semaphores:
+            try:
+                kept = semaphore.extend(self.holder, lease_seconds) and kept
+            except redis.RedisError:  # nobody is admitted while Redis is down either
+                logger.warning("could not extend %s", semaphore.name, exc_info=True)
+        return kept
 
     def record(self, ok: bool) -> None:
         if self.breaker is not None:

@@ -140,7 +140,9 @@ def heartbeat(
     checkpoint: Any = UNSET,
     now: datetime | None = None,
 ) -> bool:
-    """Extend the lease (and store a checkpoint); False when the lease is no longer ours."""
+    """Extend the lease (and store a checkpoint); False when the lease is no longer ours.
+    A lease that already ran out is not revived, even before the sweep reclaims it: its
+    guard slots expired with it and may have gone to someone else."""
     now = now or timezone.now()
     lease = lease_seconds or kernel_settings().default_lease_seconds
     changes: dict[str, Any] = {
@@ -150,7 +152,7 @@ def heartbeat(
     }
     if checkpoint is not UNSET:
         changes["checkpoint"] = checkpoint
-    return _owned(task_id, fence).update(**changes) == 1
+    return _owned(task_id, fence).filter(lease_expires_at__gte=now).update(**changes) == 1
 
 
 def complete(task_id: int, fence: int, *, result: Any = None, cost: float = 0, now: datetime | None = None) -> bool:
@@ -224,11 +226,13 @@ def defer(task_id: int, fence: int, *, run_after: datetime, reason: str, now: da
         return changed == 1
 
 
-def record_fenced_out(task_id: int, fence: int, now: datetime | None = None) -> None:
-    """Note on the span that this attempt's effects were rolled back after a reclaim."""
+def record_fenced_out(task_id: int, fence: int, *, error: str = "", now: datetime | None = None) -> None:
+    """Note on the span that this attempt's effects were rolled back after a reclaim, and the
+    error it ended with, if any."""
+    reason = "lease was reclaimed before completion; effects rolled back"
     TaskAttempt.objects.filter(task_id=task_id, fence=fence).update(
         status=AttemptStatus.FENCED_OUT,
-        error="lease was reclaimed before completion; effects rolled back",
+        error=f"{reason}: {error}"[:10000] if error else reason,
         finished_at=now or timezone.now(),
     )
 

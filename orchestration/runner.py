@@ -10,24 +10,28 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from typing import Any
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, transaction
+from psycopg.errors import IdleInTransactionSessionTimeout
 
 from orchestration import budgets, events, guards, lifecycle
-from orchestration.autonomous import run_autonomously
-from orchestration.conf import kernel_settings
+from orchestration.dispatch import lease_for
 from orchestration.errors import (
     DeferTask,
+    LeaseExpired,
     LeaseLost,
     PermanentError,
     RetryableError,
     UnsupportedPayloadVersion,
 )
+from orchestration.leases import AttemptLease
 from orchestration.logging import bind_log_context
 from orchestration.metrics import observed_run
 from orchestration.models import AgentTask
@@ -37,18 +41,21 @@ logger = logging.getLogger(__name__)
 
 # Named transient errors: another attempt may succeed. Anything else is a bug or a
 # refusal, and the task goes dead with its traceback for an operator to read. A restart
-# of PostgreSQL or Redis (the guards' and the outside world's state) is transient too.
+# of PostgreSQL or Redis (the guards' and the outside world's state) is transient too, and
+# so are the database's session timeouts (lock_timeout and statement_timeout raise
+# OperationalError) and the lease running out.
 RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
     RetryableError,
     OperationalError,
     InterfaceError,
+    LeaseExpired,
     SoftTimeLimitExceeded,
     redis.ConnectionError,
     redis.TimeoutError,
 )
 # What a circuit breaker counts against the dependency: a restart of our own database or
 # Redis is not the gateway's fault, and counting it would open every breaker at once.
-DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (RetryableError, SoftTimeLimitExceeded)
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (RetryableError, LeaseExpired, SoftTimeLimitExceeded)
 
 
 def worker_name() -> str:
@@ -58,9 +65,10 @@ def worker_name() -> str:
 class TaskContext:
     """What a handler sees of its task, and how it talks back to the kernel."""
 
-    def __init__(self, task: AgentTask, operation: Operation):
+    def __init__(self, task: AgentTask, operation: Operation, lease: AttemptLease):
         self.task = task
         self.operation = operation
+        self.lease = lease
         self.cost = Decimal(0)
 
     @property
@@ -118,18 +126,18 @@ class TaskContext:
         )
 
     def heartbeat(self, checkpoint: Any = lifecycle.UNSET) -> None:
-        """Extend the lease, and save a checkpoint that survives this attempt's rollback."""
-        kept = run_autonomously(
-            lifecycle.heartbeat,
-            self.task_id,
-            self.fence,
-            lease_seconds=self.operation.lease_seconds,
-            checkpoint=checkpoint,
-        )
-        if not kept:
-            raise LeaseLost(f"task {self.task_id}: lease lost (fence {self.fence})")
+        """Say this attempt is alive: its lease, guard slots, deadline and database session
+        last another lease. Call it at least every third of the lease (or wait inside
+        keeping_alive()); a checkpoint saved here survives this attempt's rollback.
+        Raises LeaseLost when the lease was already gone."""
+        self.lease.heartbeat(checkpoint)
         if checkpoint is not lifecycle.UNSET:
             self.task.checkpoint = checkpoint
+
+    def keeping_alive(self) -> AbstractContextManager[None]:
+        """``with context.keeping_alive(): slow_call()`` heartbeats from a background thread
+        every third of the lease while the block runs, and stops when it ends."""
+        return self.lease.keeping_alive()
 
     def add_cost(self, units: Decimal | float | int) -> None:
         self.cost += Decimal(str(units))
@@ -144,7 +152,8 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
         logger.info("task %s does not exist (pruned or rolled back); nothing to do", task_id)
         return "missing"
     operation = registry.operation(task.agent, task.operation)
-    lease = (operation.lease_seconds if operation else None) or kernel_settings().default_lease_seconds
+    lease = lease_for(task.agent, task.operation)
+    claimed_at = time.monotonic()  # before the lease starts: our deadline never outlasts it
     claim = lifecycle.claim(task_id, worker=worker, queue=queue, lease_seconds=lease)
     if claim is None:
         logger.debug("task %s not claimable (taken, finished or not ready)", task_id)
@@ -161,7 +170,8 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
     if operation is None:
         return _fail(claimed, f"no handler registered for {claimed.agent}.{claimed.operation}", False)
 
-    context = TaskContext(claimed, operation)
+    attempt = AttemptLease(claimed.pk, claimed.fence, lease, claimed_at=claimed_at)
+    context = TaskContext(claimed, operation, attempt)
     admission = None
     try:
         if claimed.payload_version not in operation.payload_versions:
@@ -176,10 +186,11 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
             holder=f"{claimed.pk}:{claimed.fence}",
             lease_seconds=lease,
         )
+        attempt.admission = admission  # heartbeats extend its slots with the lease
         with transaction.atomic():
             if not operation.compensation:
                 budgets.spend_step(claimed.workflow_id, claimed.correlation_id)
-            result = operation.handler(context)
+            result = attempt.run(operation.handler, context)
             budgets.add_cost(claimed.workflow_id, context.cost)
             if not lifecycle.complete(claimed.pk, claimed.fence, result=result, cost=context.cost):
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
@@ -200,6 +211,10 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> str
     except PermanentError as error:
         return _fail(claimed, _describe(error), False)
     except Exception as error:
+        if isinstance(error.__cause__, IdleInTransactionSessionTimeout):
+            # The server ended our transaction for sitting idle (a frozen or too slow handler
+            # that did not heartbeat); psycopg calls that an InternalError. Another try may do.
+            return _fail(claimed, _describe(error), True)
         return _fail(claimed, _describe(error) + "\n" + traceback.format_exc(limit=20), False)
     finally:
         if admission is not None:
@@ -227,7 +242,8 @@ def _stop_for_budget(task: AgentTask, reason: str) -> str:
 
 def _fail(task: AgentTask, error: str, retryable: bool) -> str:
     status = lifecycle.fail(task.pk, task.fence, error=error, retryable=retryable, attempt=task.attempts)
-    if status is None:
+    if status is None:  # reclaimed meanwhile: say on this attempt's span how it ended
+        lifecycle.record_fenced_out(task.pk, task.fence, error=error)
         return "fenced-out"
     logger.log(
         logging.WARNING if status == "pending" else logging.ERROR,

@@ -154,11 +154,53 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "settings.reporting.SecretsHiddenFilter"
 # Celery. Messages are wake-up hints; the database decides what runs.
 # ---------------------------------------------------------------------------
 
-# The lease bounds one attempt of an agent task; Celery's own limits follow it so
-# that a worker never runs past a lease somebody else may have reclaimed.
+# A claim holds a lease; a handler that heartbeats keeps it (and its guard slots and time
+# limit) for as long as it heartbeats. The kernel's own deadline stops a handler a lease after
+# its last heartbeat (orchestration.deadline); Celery's hard limit is only the backstop ceiling
+# on one attempt, so a frozen pool process is still killed.
 AGENT_TASK_DEFAULT_LEASE_SECONDS = envint("AGENT_TASK_DEFAULT_LEASE_SECONDS", 60, minimum=5)
 AGENT_TASK_MAX_LEASE_SECONDS = envint("AGENT_TASK_MAX_LEASE_SECONDS", 600, minimum=5)
+AGENT_TASK_MAX_RUNTIME_SECONDS = envint("AGENT_TASK_MAX_RUNTIME_SECONDS", 1800, minimum=5)
 CELERY_HARD_LIMIT_GRACE_SECONDS = 30
+
+# PostgreSQL session timeouts on every connection, whatever server DATABASE_URL names (libpq's
+# startup "options": no extra round trip). Derived from the default lease L so they agree with
+# it; 0 leaves one to the server (or the database role). With L = 60 s:
+# - idle_in_transaction_session_timeout = L/2 = 30 s. A worker frozen inside a transaction (GC
+#   pause, SIGSTOP, network cut) loses its session, and with it its row locks, before its lease
+#   can even be reclaimed (L, plus up to one 5 s sweep): the next attempt does not queue behind
+#   it, and the frozen one's late completion finds its session gone and its claim fenced. A
+#   handler idle in its transaction for longer (a slow outside call) heartbeats, which resets
+#   the session's idle clock, or waits inside context.keeping_alive().
+# - statement_timeout = L/2 = 30 s: no single statement outlives the lease either. `migrate`
+#   lifts it for its own session (an index build on a big table takes longer), and so does the
+#   bench's bulk fill.
+# - lock_timeout = L/6 = 10 s, below statement_timeout so a lock wait ends as a lock timeout (a
+#   retryable error). A waiter behind a frozen holder gives up and comes back with backoff;
+#   three waits (3 x L/6 = L/2) outlast the idle timeout that frees the holder's locks, so its
+#   third attempt gets through, well within the default five.
+DATABASE_LOCK_TIMEOUT_SECONDS = envint(
+    "DATABASE_LOCK_TIMEOUT_SECONDS", max(1, AGENT_TASK_DEFAULT_LEASE_SECONDS // 6), minimum=0
+)
+DATABASE_STATEMENT_TIMEOUT_SECONDS = envint(
+    "DATABASE_STATEMENT_TIMEOUT_SECONDS", AGENT_TASK_DEFAULT_LEASE_SECONDS // 2, minimum=0
+)
+DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = envint(
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", AGENT_TASK_DEFAULT_LEASE_SECONDS // 2, minimum=0
+)
+_session_timeouts = {
+    "lock_timeout": DATABASE_LOCK_TIMEOUT_SECONDS,
+    "statement_timeout": DATABASE_STATEMENT_TIMEOUT_SECONDS,
+    "idle_in_transaction_session_timeout": DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+}
+_database_options = DATABASES["default"].setdefault("OPTIONS", {})
+# Ours first: an "options" given in DATABASE_URL's query string comes later and wins.
+_database_options["options"] = " ".join(
+    [
+        *(f"-c {name}={seconds * 1000}" for name, seconds in _session_timeouts.items() if seconds),
+        _database_options.get("options", ""),
+    ]
+).strip()
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
@@ -169,11 +211,13 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
-CELERY_TASK_SOFT_TIME_LIMIT = AGENT_TASK_MAX_LEASE_SECONDS
-CELERY_TASK_TIME_LIMIT = AGENT_TASK_MAX_LEASE_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS
+# No soft limit: the kernel's deadline stops a handler that stopped heartbeating, on every pool.
+# The hard limit kills a prefork pool process still running past the ceiling (frozen, or stuck
+# in C code a signal cannot interrupt).
+CELERY_TASK_TIME_LIMIT = AGENT_TASK_MAX_RUNTIME_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Above the longest time limit, or Redis hands a running task to a second worker.
-    "visibility_timeout": max(3600, 2 * (AGENT_TASK_MAX_LEASE_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS)),
+    "visibility_timeout": max(3600, 2 * CELERY_TASK_TIME_LIMIT),
     "socket_timeout": 10,
     "socket_connect_timeout": 5,
     "retry_on_timeout": True,

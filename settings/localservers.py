@@ -424,8 +424,8 @@ class PostgresServer(Server):
                 "fsync=off",
                 "-c",
                 "full_page_writes=off",
-                "-c",
-                "lock_timeout=30s",
+                # No session timeouts here: settings.config sets them on every connection,
+                # whichever server DATABASE_URL names.
             ],
             user=self.run_as,
         )

@@ -339,9 +339,9 @@ def test_the_reservation_expiry_joins_the_orders_workflow(transactional_db, redi
     assert AgentTask.objects.filter(workflow_id=order.workflow_id, event_type="inventory.expired").exists()
 
 
-def test_a_handler_that_overruns_its_lease_fails_and_retries_instead_of_staying_claimed(start_worker):
+def test_a_handler_that_overruns_its_lease_without_heartbeats_is_stopped_and_retried(start_worker):
     start_worker(["agent.testkit"])
-    # slow_record has a 3 s lease, so Celery's soft time limit for it is 3 s.
+    # slow_record has a 3 s lease and never heartbeats: the kernel stops it 3 s after its claim.
     task, _ = enqueue("testkit", "slow_record", {"key": "overrun", "sleep": 20}, idempotency_key="overrun")
 
     span = wait_until(
@@ -349,7 +349,7 @@ def test_a_handler_that_overruns_its_lease_fails_and_retries_instead_of_staying_
         timeout=15,
         what="the first attempt to end",
     )
-    assert span.status == AttemptStatus.RETRYING and "SoftTimeLimitExceeded" in span.error
+    assert span.status == AttemptStatus.RETRYING and "LeaseExpired" in span.error
     task.refresh_from_db()
     assert task.status in {TaskStatus.PENDING, TaskStatus.CLAIMED} and task.attempts >= 1
     assert not Effect.objects.filter(key="overrun").exists()  # the overrun's effects rolled back

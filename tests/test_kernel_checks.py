@@ -100,3 +100,15 @@ def test_an_operation_asking_for_a_lease_above_the_maximum_is_refused():
         "agent 'slow' operation 'think' asks for a lease of 900 s, above AGENT_TASK_MAX_LEASE_SECONDS (600 s)"
     ]
     assert check_leases(reg, default_lease=60, max_lease=900) == []
+
+
+def test_a_maximum_lease_above_the_ceiling_on_one_attempt_is_refused():
+    errors = check_leases(Registry(), default_lease=60, max_lease=600, max_runtime=300)
+
+    assert [(error.id, error.msg) for error in errors] == [
+        (
+            "orchestration.E010",
+            "AGENT_TASK_MAX_LEASE_SECONDS (600) is above AGENT_TASK_MAX_RUNTIME_SECONDS (300), "
+            "the ceiling on one attempt",
+        )
+    ]

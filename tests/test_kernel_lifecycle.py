@@ -89,8 +89,10 @@ def test_a_worker_whose_lease_was_reclaimed_cannot_complete():
     first.start()
     time.sleep(3.3)
 
-    # When a sweep reclaims it and a second worker runs it
+    # When a sweep reclaims it and a second worker runs it (quickly: past its lease without a
+    # heartbeat, the kernel would stop it too)
     assert sweeps.reclaim_expired_leases() == 1
+    AgentTask.objects.filter(pk=task.pk).update(payload={"key": "fenced", "sleep": 0})
     outcomes["second"] = runner.run_task(task.pk, worker="second")
     first.join()
     connection.close()
@@ -262,3 +264,15 @@ def test_a_task_whose_last_lease_ran_out_is_dead_and_counted_as_a_dead_letter():
     task.refresh_from_db()
     assert task.status == TaskStatus.DEAD and "lease expired while claimed by gone" in task.last_error
     assert dead_letters() == before + 1
+
+
+def test_a_heartbeat_keeps_a_live_lease_but_cannot_revive_one_that_ran_out():
+    task, _ = enqueue("testkit", "record", {"key": "beat"}, idempotency_key="beat")
+    claim = lifecycle.claim(task.pk, worker="slow", lease_seconds=5)
+
+    with time_machine.travel(timezone.now() + timedelta(seconds=4), tick=True):
+        assert lifecycle.heartbeat(task.pk, claim.fence, lease_seconds=5)  # now good until +9 s
+    with time_machine.travel(timezone.now() + timedelta(seconds=10), tick=True):
+        # Not reclaimed yet, but over: its guard slots may already belong to someone else.
+        assert not lifecycle.heartbeat(task.pk, claim.fence, lease_seconds=5)
+        assert sweeps.reclaim_expired_leases() == 1

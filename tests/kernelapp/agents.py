@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+from django.apps import apps
+
 from orchestration.autonomous import run_autonomously
 from orchestration.budgets import BUDGET_EVENT
 from orchestration.errors import PermanentError, RetryableError
@@ -37,6 +39,36 @@ def long_job(context) -> dict:
         context.heartbeat(checkpoint={"next_step": step + 1})
     Effect.objects.create(key=key, pid=os.getpid(), attempt=context.attempt)
     return {"resumed_from": start}
+
+
+def work(context) -> dict:
+    """Work for ``seconds`` while holding what the payload asks for, heartbeating as told.
+
+    payload: key, seconds; heartbeat "every" (seconds between heartbeats), "keep_alive"
+    (the slow part inside context.keeping_alive()) or absent (silent); lock {"model": label,
+    "pk": id} to hold that row (select_for_update) for the whole attempt. Start and end go
+    to Redis ("work:log"), outside any transaction, so a test sees who ran when.
+    """
+    payload, client = context.payload, redis_client()
+    key, seconds = payload["key"], payload["seconds"]
+    client.rpush("work:log", f"start {key} {context.attempt} {time.time()}")
+    if payload.get("lock"):
+        locked = payload["lock"]
+        apps.get_model(locked["model"]).objects.select_for_update().get(pk=locked["pk"])
+    Effect.objects.create(key=key, pid=os.getpid(), attempt=context.attempt)
+    client.set(f"work:holding:{key}", context.attempt)
+    if payload.get("heartbeat") == "keep_alive":
+        with context.keeping_alive():
+            time.sleep(seconds)
+    elif payload.get("heartbeat"):
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            time.sleep(min(payload["heartbeat"], max(ends - time.monotonic(), 0)))
+            context.heartbeat()
+    else:
+        time.sleep(seconds)
+    client.rpush("work:log", f"end {key} {context.attempt} {time.time()}")
+    return {"attempt": context.attempt}
 
 
 def heard(context) -> None:
@@ -106,6 +138,7 @@ register(
             Operation("record", record, max_attempts=3, dead_event="testkit.record_failed"),
             Operation("slow_record", record, lease_seconds=3, max_attempts=3),
             Operation("long_job", long_job, lease_seconds=3, max_attempts=5),
+            Operation("work", work, lease_seconds=3, max_attempts=3, dependency="vault"),
         ),
         emits=frozenset({"testkit.recorded", "testkit.record_failed"}),
         writes=frozenset({"kernelapp.Effect"}),
