@@ -42,6 +42,7 @@ class OperatorsAdminSite(admin.AdminSite):
             ("Dashboard", "admin:dashboard", ""),
             ("Circuit breakers", "admin:breakers", ""),
             ("Dead letters", "admin:orchestration_deadletter_changelist", ""),
+            ("Rejected messages", "admin:orchestration_rejectedmessage_changelist", ""),
             ("Live workers", "admin:orchestration_worker_changelist", "?liveness=alive"),
             ("Periodic schedules", "admin:django_celery_beat_periodictask_changelist", ""),
             ("Operator actions", "admin:orchestration_operatoraction_changelist", ""),
