@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 class Channel(kombu_redis.Channel):
     def _create_client(self, asynchronous: bool = False):
         client = super()._create_client(asynchronous)
-        parse = client.response_callbacks.get("BRPOP")
-        client.set_response_callback("BRPOP", functools.partial(self._screen_brpop_reply, parse))
+        if asynchronous:  # the client kombu consumes with (Channel.client): the one that sends BRPOP
+            parse = client.response_callbacks.get("BRPOP")
+            client.set_response_callback("BRPOP", functools.partial(self._screen_brpop_reply, parse))
         return client
 
     def _screen_brpop_reply(self, parse: Callable | None, response: Any, **options: Any) -> Any:
