@@ -78,9 +78,9 @@ def reject(
     """Keep a refused message as a dead letter, count it and log it. Never raises."""
     raw = _as_bytes(body)
     REJECTED_MESSAGES.labels(reason.value).inc()
-    # repr() on what came from outside: no newline of theirs starts a log line of ours.
+    # repr() of all that may hold outside text: no newline of theirs starts a log line of ours.
     logger.error(
-        "refused a message on queue %r (%s): %s; kept as a dead letter (id %r)",
+        "refused a message on queue %r (%s): %r; kept as a dead letter (id %r)",
         queue,
         reason.label,
         printable(detail, DETAIL_CHARS),

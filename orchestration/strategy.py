@@ -23,8 +23,6 @@ from celery.exceptions import InvalidTaskError
 from celery.worker.strategy import default as default_strategy
 from kombu.message import Message
 
-LINKS = ("callbacks", "errbacks", "chain", "chord")
-
 
 def task_message_problem(message: Message, body: Any) -> str | None:
     """What stops this message from becoming a task request, or None. Decoding errors
@@ -53,8 +51,6 @@ def task_message_problem(message: Message, body: Any) -> str | None:
         return f"the body's args must be a list and its kwargs an object, not {args!r:.100} and {kwargs!r:.100}"
     if embed is not None and not isinstance(embed, dict):
         return f"the body's embed must be an object, not {embed!r:.100}"
-    if embed and any(embed.get(link) for link in LINKS):
-        return "it asks Celery to start other tasks (callbacks, errbacks, chain or chord); the kernel sends none"
     return None
 
 
