@@ -81,7 +81,6 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     breakers, breaker_error = figures.breakers()
     stuck = stuck_orders(now)
     stuck_shown = list(stuck[:SHOWN_STUCK_ORDERS])
-    stuck_count = stuck[:1001].count()  # bounded: "1000+" is all an operator needs to know
     context = {
         **admin.site.each_context(request),
         "title": "Dashboard",
@@ -103,7 +102,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "workers": figures.live_workers(now),
         "orders_in_progress": orders_in_progress(),
         "stuck_orders": [(order, (now - order.updated_at).total_seconds()) for order in stuck_shown],
-        "stuck_order_count": "1000+" if stuck_count > 1000 else stuck_count,
+        "stuck_order_count": figures.bounded_count(stuck),
+        "rejected_message_count": figures.rejected_messages(),
         "stuck_after": stuck_order_after_seconds(),
         "stuck_attempts": stuck_task_attempts(),
         "can_operate": request.user.has_perm(OPERATE_PERMISSION),

@@ -1,5 +1,5 @@
-"""The kernel's rows in the admin: agent tasks, dead letters, attempts, events, workers,
-budgets and the operators' own audit trail. All read-only; operators act through the
+"""The kernel's rows in the admin: agent tasks, dead letters, refused broker messages,
+attempts, events, workers, budgets and the operators' own audit trail. All read-only; operators act through the
 named actions (retry dead tasks, cancel pending ones), each limited to the rows where it
 is legal, reported back, and written to OperatorAction."""
 
@@ -23,6 +23,7 @@ from orchestration.adminkit import (
     ReadOnlyInline,
     first_line,
     outcome_message,
+    preformatted,
     pretty_json,
 )
 from orchestration.conf import kernel_settings
@@ -31,6 +32,7 @@ from orchestration.models import (
     DeadLetter,
     Event,
     OperatorAction,
+    RejectedMessage,
     TaskAttempt,
     TaskStatus,
     Worker,
@@ -241,7 +243,7 @@ class AgentTaskAdmin(ReadOnlyAdmin):
 
     @admin.display(description="last error")
     def last_error_text(self, task: AgentTask) -> str:
-        return format_html("<pre style='white-space: pre-wrap; margin: 0'>{}</pre>", task.last_error or "-")
+        return preformatted(task.last_error or "-")
 
     @admin.display(description="payload")
     def payload_json(self, task: AgentTask) -> str:
@@ -277,6 +279,62 @@ class DeadLetterAdmin(AgentTaskAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).filter(status=TaskStatus.DEAD)
+
+
+# --- Refused broker messages ----------------------------------------------------------------
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The agents' queues and the kernel's, from the registry: no DISTINCT over the table."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        default = getattr(settings, "CELERY_TASK_DEFAULT_QUEUE", "celery")
+        return [(queue, queue) for queue in sorted({*registry.queues(), default})]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+@admin.register(RejectedMessage)
+class RejectedMessageAdmin(ReadOnlyAdmin):
+    """Messages no worker could turn into a task run, newest first. Nothing to retry: a
+    message that was never readable has no task to replay (see docs/operators.md)."""
+
+    list_display = ("received_at", "queue", "reason", "task_name", "short_id", "detail_line", "worker")
+    list_filter = (QueueFilter, "reason")
+    ordering = ("-received_at", "-id")
+    fields = (
+        "received_at",
+        "queue",
+        "reason",
+        "detail",
+        "task_name",
+        "message_id",
+        "size",
+        "worker",
+        "headers_text",
+        "body_text",
+    )
+    readonly_fields = ("headers_text", "body_text")
+
+    @admin.display(description="id")
+    def short_id(self, message: RejectedMessage) -> str:
+        return first_line(message.message_id, 40) or "-"
+
+    @admin.display(description="why")
+    def detail_line(self, message: RejectedMessage) -> str:
+        return format_html('<span title="{}">{}</span>', message.detail[:1000], first_line(message.detail, 80))
+
+    @admin.display(description="headers")
+    def headers_text(self, message: RejectedMessage) -> str:
+        return preformatted(message.headers or "-")
+
+    @admin.display(description="what arrived (first 4 KB)")
+    def body_text(self, message: RejectedMessage) -> str:
+        return preformatted(message.body or "-")
 
 
 # --- Attempts, events, budgets -----------------------------------------------------------

@@ -191,8 +191,13 @@ class InputFilter(admin.SimpleListFilter):
         }
 
 
+def preformatted(text: str) -> str:
+    """Text as it is (escaped), line breaks kept and long lines wrapped."""
+    return format_html("<pre style='white-space: pre-wrap; margin: 0'>{}</pre>", text)
+
+
 def pretty_json(value) -> str:
-    return format_html("<pre style='white-space: pre-wrap; margin: 0'>{}</pre>", json.dumps(value, indent=2))
+    return preformatted(json.dumps(value, indent=2))
 
 
 def first_line(text: str, limit: int = 100) -> str:

@@ -66,6 +66,12 @@ class OperatorsAdminSite(admin.AdminSite):
                 view_or_change("orchestration.deadletter"),
             ),
             (
+                "Rejected messages",
+                "admin:orchestration_rejectedmessage_changelist",
+                "",
+                view_or_change("orchestration.rejectedmessage"),
+            ),
+            (
                 "Live workers",
                 "admin:orchestration_worker_changelist",
                 "?liveness=alive",

@@ -1,5 +1,5 @@
 """The kernel's figures for the operators' dashboard: backlog per agent, throughput and
-latency over the last minutes, dead letters, circuit breakers, live workers.
+latency over the last minutes, dead letters, refused messages, circuit breakers, live workers.
 
 Each is one or two aggregate queries that use the task table's indexes (live statuses by
 agent, finished tasks by finish time), so the dashboard stays fast on a table of millions.
@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from orchestration import guards
 from orchestration.conf import kernel_settings
-from orchestration.models import FINISHED_STATUSES, AgentTask, TaskStatus, Worker
+from orchestration.models import FINISHED_STATUSES, AgentTask, RejectedMessage, TaskStatus, Worker
 from orchestration.registry import registry
 from orchestration.stuck import stuck_conditions
 
@@ -162,3 +162,14 @@ def live_workers(now: datetime | None = None) -> list[Worker]:
     now = now or timezone.now()
     seen_since = now - timedelta(seconds=kernel_settings().worker_gone_after_seconds)
     return list(Worker.objects.filter(stopped_at__isnull=True, last_seen_at__gte=seen_since).order_by("name"))
+
+
+def bounded_count(queryset: QuerySet, up_to: int = 1000) -> int | str:
+    """How many rows, reading at most ``up_to`` + 1: "1000+" is all an operator needs to know."""
+    count = queryset[: up_to + 1].count()
+    return f"{up_to}+" if count > up_to else count
+
+
+def rejected_messages() -> int | str:
+    """Broker messages refused and kept as dead letters (orchestration.poison)."""
+    return bounded_count(RejectedMessage.objects.all())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,12 +28,20 @@ CONTEXT_FIELDS = ("correlation_id", "workflow_id", "agent", "operation", "task_i
 # The Celery message header that carries the correlation id. Not "correlation_id":
 # Celery keeps that name for its own reply correlation and overwrites it with the task id.
 CORRELATION_HEADER = "x_correlation_id"
+# What we take as a correlation id from outside (an X-Request-ID, a message header): it is
+# printed on log lines and kept in 64-character columns, so no spaces, no control characters.
+CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 _NOTHING: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("orchestration_log_context", default=_NOTHING)
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+
+
+def valid_correlation_id(value: object) -> str:
+    """``value`` when it is a well-formed correlation id, else "": never a raw outside string."""
+    return value if isinstance(value, str) and CORRELATION_ID.fullmatch(value) else ""
 
 
 def current_log_context() -> dict[str, Any]:
@@ -114,10 +123,12 @@ class ReadableFormatter(logging.Formatter):
 
 @task_prerun.connect
 def _bind_celery_task(task=None, **_kwargs) -> None:
-    """A Celery task's lines carry the correlation id of the message that woke it."""
+    """A Celery task's lines carry the correlation id of the message that woke it (when it
+    is well formed: a message's headers are outside input)."""
     clear_log_context()
-    headers = getattr(getattr(task, "request", None), "headers", None) or {}
-    bind_log_context(correlation_id=headers.get(CORRELATION_HEADER))
+    headers = getattr(getattr(task, "request", None), "headers", None)
+    if isinstance(headers, dict):
+        bind_log_context(correlation_id=valid_correlation_id(headers.get(CORRELATION_HEADER)))
 
 
 @task_postrun.connect

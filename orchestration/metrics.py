@@ -59,6 +59,11 @@ DEAD_LETTERS = Counter(
     "Tasks sent to the dead letters: a permanent error, or out of attempts (a lease lost on the last one too).",
     ["agent"],
 )
+REJECTED_MESSAGES = Counter(
+    "broker_messages_rejected_total",
+    "Broker messages that could not become a task run, by reason: each is kept as a RejectedMessage.",
+    ["reason"],
+)
 RECLAIMS = Counter("agent_task_reclaims_total", "Claims taken back by the sweep after their lease ran out.")
 EXPIRED = Counter("agent_task_expired_total", "Pending tasks dead-lettered because their TTL ran out.")
 ATTEMPT_SECONDS = Histogram(

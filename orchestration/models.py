@@ -1,4 +1,4 @@
-"""The kernel's rows: agent tasks, their attempts, events and live workers.
+"""The kernel's rows: agent tasks, their attempts, events, live workers and refused messages.
 
 The database is the source of truth: a Celery message only says "look at task N".
 """
@@ -213,6 +213,42 @@ class DeadLetter(AgentTask):
         proxy = True
         verbose_name = "dead letter"
         verbose_name_plural = "dead letters"
+
+
+class RejectionReason(models.TextChoices):
+    NOT_JSON = "not_json", "not JSON"  # the bytes on the queue are not JSON at all
+    NOT_AN_ENVELOPE = "not_an_envelope", "not an envelope"  # JSON, but not kombu's message envelope
+    UNDECODABLE_BODY = "undecodable_body", "undecodable body"  # not base64, not its content type, bad compression
+    REFUSED_CONTENT = "refused_content", "refused content type"  # a serializer the workers do not accept (pickle)
+    NOT_A_TASK = "not_a_task", "not a task"  # a readable message that names no task
+    UNKNOWN_TASK = "unknown_task", "unknown task"  # names a task no worker knows
+    MALFORMED_TASK = "malformed_task", "malformed task"  # not Celery's protocol 2: id, headers, [args, kwargs, embed]
+    BAD_ARGUMENTS = "bad_arguments", "bad arguments"  # a known task refused its arguments
+
+
+class RejectedMessage(models.Model):
+    """A broker message that could not become a task run: taken off its queue for good and
+    kept here for an operator, with what arrived (truncated) and why it was refused."""
+
+    queue = models.CharField(max_length=200)
+    reason = models.CharField(max_length=32, choices=RejectionReason.choices)
+    detail = models.TextField(help_text="Why, precisely.")
+    message_id = models.CharField(max_length=255, blank=True, help_text="Its id, shortened when very long.")
+    task_name = models.CharField(max_length=255, blank=True)
+    headers = models.TextField(blank=True, help_text="Its headers as JSON, when they could be read.")
+    body = models.TextField(blank=True, help_text="What arrived, its first few KB.")
+    size = models.PositiveIntegerField(help_text="Bytes that arrived.")
+    # One row per message however often it is delivered: a digest of its queue and its id
+    # (or, without a readable id, of its bytes).
+    fingerprint = models.CharField(max_length=64, unique=True)
+    worker = models.CharField(max_length=255, help_text="host:pid of the process that refused it.")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["-received_at"], name="rejectedmessage_received")]
+
+    def __str__(self) -> str:
+        return f"rejected message {self.pk} on {self.queue}: {self.get_reason_display()}"
 
 
 class OperatorAction(models.Model):

@@ -13,7 +13,7 @@ from orchestration.conf import kernel_settings
 from orchestration.dispatch import publish_on_commit, queue_depth, queue_for
 from orchestration.events import emit_dead_event
 from orchestration.metrics import DEAD_LETTERS
-from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt, TaskStatus
+from orchestration.models import AgentTask, AttemptStatus, Event, RejectedMessage, TaskAttempt, TaskStatus
 
 TABLE = AgentTask._meta.db_table
 ATTEMPTS = TaskAttempt._meta.db_table
@@ -116,7 +116,8 @@ def crowded_agents(now: datetime, stale: datetime) -> list[str]:
 
 
 def prune_finished_tasks(now: datetime | None = None, limit: int = 5000) -> int:
-    """Delete finished tasks (and their spans and events) past the retention window."""
+    """Delete finished tasks (and their spans and events) past the retention window, and
+    refused messages past the dead letters' one; returns the tasks deleted."""
     config = kernel_settings()
     now = now or timezone.now()
     params = {
@@ -137,6 +138,8 @@ def prune_finished_tasks(now: datetime | None = None, limit: int = 5000) -> int:
         if ids:
             cursor.execute(f"DELETE FROM {ATTEMPTS} WHERE task_id = ANY(%s)", [ids])
             cursor.execute(f"DELETE FROM {EVENTS} WHERE source_task_id = ANY(%s)", [ids])
+    old_refusals = RejectedMessage.objects.filter(received_at__lt=params["dead_before"]).values("pk")[:limit]
+    RejectedMessage.objects.filter(pk__in=old_refusals).delete()
     return len(ids)
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
-from django.db import transaction
-from django.utils import timezone
 
-from orchestration import runner, sweeps, workers
-from orchestration.models import AgentTask, TaskStatus
+from orchestration import poison, runner, sweeps, workers
+from orchestration.models import RejectionReason
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +18,14 @@ logger = logging.getLogger(__name__)
 def run_agent_task(self, *args, task_id=None, **unexpected) -> str:
     """Wake-up for agent task ``task_id``: claim it, run it, complete it, or do nothing."""
     workers.start_heartbeat(_queue_of(self))
-    if args or unexpected or not isinstance(task_id, int) or isinstance(task_id, bool):
-        return _dead_letter_poison_message(self, args, task_id, unexpected)
+    if args or unexpected or not is_task_id(task_id):
+        return _refuse_arguments(self, args, task_id, unexpected)
     return runner.run_task(task_id, queue=_queue_of(self))
+
+
+def is_task_id(value: object) -> bool:
+    """A primary key of the task table: a positive integer that fits a bigint."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
 
 
 def _queue_of(task) -> str:
@@ -29,29 +33,18 @@ def _queue_of(task) -> str:
     return delivery.get("routing_key") or ""
 
 
-def _dead_letter_poison_message(task, args, task_id, unexpected) -> str:
-    """A message we cannot read is kept as a dead task for an operator, not retried forever."""
-    message_id = task.request.id or "unknown"
-    logger.error("poison message %s: args=%r task_id=%r extra=%r", message_id, args, task_id, unexpected)
-    now = timezone.now()
-    with transaction.atomic():
-        AgentTask.objects.get_or_create(
-            idempotency_key=f"poison-message:{message_id}",
-            defaults={
-                "agent": "unknown",
-                "operation": "unreadable_message",
-                "payload": {
-                    "args": repr(args)[:2000],
-                    "task_id": repr(task_id),
-                    "extra": repr(unexpected)[:2000],
-                },
-                "status": TaskStatus.DEAD,
-                "correlation_id": f"poison-{message_id}"[:64],
-                "last_error": "unreadable message: run_agent_task takes exactly one integer task_id",
-                "finished_at": now,
-            },
-        )
-    return "poison"
+def _refuse_arguments(task, args, task_id, unexpected) -> str:
+    """A message we cannot act on is kept as a dead letter for an operator, not retried forever."""
+    arrived = [list(args), {"task_id": task_id, **unexpected}]
+    poison.reject(
+        queue=_queue_of(task),
+        reason=RejectionReason.BAD_ARGUMENTS,
+        detail="run_agent_task takes exactly one argument, task_id, a positive integer",
+        body=json.dumps(arrived, default=repr),
+        message_id=task.request.id or "",
+        task_name=task.name,
+    )
+    return "rejected"
 
 
 @shared_task(name="orchestration.reclaim_expired_leases", ignore_result=True)

@@ -19,13 +19,11 @@ from django.db.models import Min
 from django.http import HttpRequest, HttpResponse
 
 from orchestration.enqueue import new_correlation_id
-from orchestration.logging import bind_log_context, clear_log_context
+from orchestration.logging import bind_log_context, clear_log_context, valid_correlation_id
 from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt, TaskStatus
 
 # W3C Trace Context: version-traceid-parentid-flags, lowercase hex.
 TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-# What we accept from X-Request-ID: it ends up in log lines and database rows.
-REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
 
 def correlation_from_request(request: HttpRequest) -> str:
@@ -34,8 +32,7 @@ def correlation_from_request(request: HttpRequest) -> str:
     traceparent = TRACEPARENT.match(request.headers.get("traceparent", "").strip().lower())
     if traceparent and traceparent[1] != "ff" and traceparent[2] != "0" * 32:
         return traceparent[2]
-    request_id = request.headers.get("x-request-id", "").strip()
-    return request_id if REQUEST_ID.match(request_id) else ""
+    return valid_correlation_id(request.headers.get("x-request-id", "").strip())
 
 
 class CorrelationIdMiddleware:

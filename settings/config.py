@@ -8,6 +8,7 @@ local servers under .run/ (see settings.localservers).
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from pathlib import Path
 
@@ -222,6 +223,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 5,
     "retry_on_timeout": True,
 }
+# A malformed message never takes a worker down: kombu's Redis transport with a screen for
+# bytes it cannot read, and Celery's consumer keeping each refusal as a dead letter (the
+# app's task class adds the shape check: settings/celery.py). See orchestration/poison.py.
+CELERY_BROKER_TRANSPORT = "orchestration.broker:Transport"
+CELERY_WORKER_CONSUMER = "orchestration.consumer:Consumer"
+if REDIS_URL.startswith("rediss://"):
+    # Named explicitly, the transport no longer gets TLS from kombu's "rediss" alias: ask for
+    # it here, and verify the server's certificate (kombu's default would not).
+    CELERY_BROKER_USE_SSL = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = envfloat("CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT", 30.0)

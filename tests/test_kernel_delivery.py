@@ -10,7 +10,15 @@ from django.utils import timezone
 
 from orchestration.dispatch import RUN_AGENT_TASK, publish
 from orchestration.enqueue import enqueue
-from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, Worker
+from orchestration.models import (
+    AgentTask,
+    AttemptStatus,
+    RejectedMessage,
+    RejectionReason,
+    TaskAttempt,
+    TaskStatus,
+    Worker,
+)
 from tests.conftest import wait_until
 from tests.kernelapp.models import Effect, StepLog
 
@@ -106,8 +114,9 @@ def test_a_poison_message_is_dead_lettered_and_the_worker_lives_on(start_worker)
     task, _ = enqueue("testkit", "record", {"key": "after-poison"}, idempotency_key="after-poison")
 
     wait_until(lambda: task_status(task.pk) == TaskStatus.SUCCEEDED)
-    poison = AgentTask.objects.get(operation="unreadable_message")
-    assert poison.status == TaskStatus.DEAD and "not-a-number" in poison.payload["task_id"]
+    poison = RejectedMessage.objects.get()
+    assert poison.reason == RejectionReason.BAD_ARGUMENTS and poison.queue == "agent.testkit"
+    assert "not-a-number" in poison.body
     assert worker.is_running()
 
 
