@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-SERVERS := $(PY) -m settings.localservers
+SERVERS := $(PY) -m devservers
 PYTEST_ARGS ?=
 
 .PHONY: venv test lint format demo loadtest chaos bench up servers-start servers-stop servers-status clean
@@ -15,9 +15,13 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-test.txt
 	@touch $@
 
+# ruff for style, import-linter for the layout's import rules, mypy for the types agent
+# authors meet (all configured in pyproject.toml).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: venv
 	$(BIN)/ruff check --fix .

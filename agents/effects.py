@@ -9,7 +9,12 @@ task died before our own row was written.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
+
+from agents.outside import world
+from orchestration.errors import RetryableError
 
 
 class Effect(StrEnum):
@@ -22,3 +27,14 @@ def outside_key(order_id: int, effect: str) -> str:
     """The idempotency key the outside service knows this order's effect by (messages use
     their kind: one message per order and event)."""
     return f"order:{order_id}:{effect}"
+
+
+@contextmanager
+def calling_outside() -> Iterator[None]:
+    """Around a call to an outside service: an answer that another try may change (the
+    service was unavailable, or timed out, maybe after taking effect) becomes a
+    RetryableError, so the kernel tries again with the same key."""
+    try:
+        yield
+    except (world.ServiceUnavailable, world.ServiceTimeout) as error:
+        raise RetryableError(str(error)) from error

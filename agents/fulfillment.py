@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
-from agents.effects import Effect, outside_key
+from agents.effects import Effect, calling_outside, outside_key
 from agents.outside import world
-from orchestration.errors import RetryableError
 from orchestration.registry import AgentDefinition, Operation, register
+from orchestration.work.context import TaskContext
 from orders import actions
 from orders.states import OrderState
 
 NAME = "fulfillment"
 
 
-def ship(context) -> dict:
+def ship(context: TaskContext) -> dict:
     # Locked across the carrier call: nothing cancels the order while a parcel is booked.
     order = actions.lock_order(context.payload["order_id"])
     if order.state != OrderState.FULFILLMENT_PENDING or actions.charged_payment(order.pk) is None:
         return {"skipped": order.state}
     try:
-        reference = world.ship(outside_key(order.pk, Effect.PARCEL), order_ref=str(order.pk), customer=order.customer)
+        with calling_outside():
+            reference = world.ship(
+                outside_key(order.pk, Effect.PARCEL), order_ref=str(order.pk), customer=order.customer
+            )
     except world.Rejected as refusal:
         context.emit("fulfillment.failed", {"order_id": order.pk, "reason": str(refusal)})
         return {"shipped": False}
-    except (world.ServiceUnavailable, world.ServiceTimeout) as error:
-        raise RetryableError(str(error)) from error
     actions.record_shipment(order, reference)
     context.emit("fulfillment.shipped", {"order_id": order.pk})
     return {"shipped": reference}
 
 
-def void_parcel(context) -> dict:
+def void_parcel(context: TaskContext) -> dict:
     """Call off the parcel the carrier booked for an order cancelled before it shipped. The
     carrier is asked by the booking's key, not our Shipment row: a booking whose answer was lost
     (it timed out, its task died) left no row of ours. Safe to run twice, and when nothing was
@@ -38,14 +39,12 @@ def void_parcel(context) -> dict:
     if order.state != OrderState.CANCELLED or not actions.reached_state(order.pk, OrderState.FULFILLMENT_PENDING):
         return {"voided": False}  # shipped orders keep their parcel; earlier ones never had one
     key = outside_key(order.pk, Effect.PARCEL)
-    try:
+    with calling_outside():
         parcel = world.find_parcel(key)
         if parcel is None:
             return {"voided": False}
         if parcel.status != parcel.Status.VOIDED:
             world.void_parcel(key)
-    except (world.ServiceUnavailable, world.ServiceTimeout) as error:
-        raise RetryableError(str(error)) from error
     if actions.record_returned_shipment(order, parcel.reference):
         context.emit("fulfillment.voided", {"order_id": order.pk})
     return {"voided": parcel.reference}

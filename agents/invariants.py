@@ -12,15 +12,8 @@ from django.utils import timezone
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from orchestration.models import AgentTask, TaskStatus
 from orders.models import Order, OrderTransition, Product, Reservation
-from orders.states import TERMINAL_STATES, NotificationKind, OrderState, ReservationStatus
-from orders.transitions import is_legal
-
-MESSAGE_FOR_STATE = {
-    OrderState.PAYMENT_CONFIRMED: NotificationKind.CONFIRMED,
-    OrderState.SHIPPED: NotificationKind.SHIPPED,
-    OrderState.PAYMENT_FAILED: NotificationKind.FAILED,
-    OrderState.CANCELLED: NotificationKind.CANCELLED,
-}
+from orders.states import TERMINAL_STATES, OrderState, ReservationStatus
+from orders.transitions import CUSTOMER_MESSAGES, is_legal
 
 
 @dataclass
@@ -130,11 +123,11 @@ def one_message_per_order_and_event() -> InvariantResult:
     }
     expected: set[tuple[str, str]] = set()
     terminal = set(Order.objects.filter(state__in=TERMINAL_STATES).values_list("pk", flat=True))
-    for order_id, to_state in OrderTransition.objects.filter(to_state__in=MESSAGE_FOR_STATE).values_list(
+    for order_id, to_state in OrderTransition.objects.filter(to_state__in=CUSTOMER_MESSAGES).values_list(
         "order_id", "to_state"
     ):
         if order_id in terminal:
-            expected.add((str(order_id), MESSAGE_FOR_STATE[to_state]))
+            expected.add((str(order_id), CUSTOMER_MESSAGES[to_state]))
     for key in expected:
         if sent.get(key, 0) != 1:
             result.violations.append(f"order {key[0]} has {sent.get(key, 0)} '{key[1]}' messages, not 1")

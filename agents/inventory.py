@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from orchestration.registry import AgentDefinition, Operation, register
+from orchestration.work.context import TaskContext
 from orders import actions
 from orders.errors import OutOfStock
 
 NAME = "inventory"
 
 
-def reserve(context) -> dict:
+def reserve_stock(context: TaskContext) -> dict:
     order_id = context.payload["order_id"]
     try:
         reservations = actions.reserve_stock(order_id)
@@ -22,15 +23,15 @@ def reserve(context) -> dict:
     return {"reserved": True, "lines": len(reservations)}
 
 
-def commit(context) -> dict:
+def commit_stock(context: TaskContext) -> dict:
     return {"committed": actions.commit_stock(context.payload["order_id"])}
 
 
-def release(context) -> dict:
+def release_stock(context: TaskContext) -> dict:
     return {"released": actions.release_stock(context.payload["order_id"])}
 
 
-def expire(context) -> dict:
+def expire_reservation(context: TaskContext) -> dict:
     order_id = context.payload["order_id"]
     expired = actions.expire_reservations(order_id)
     if expired:
@@ -43,12 +44,12 @@ definition = register(
         name=NAME,
         responsibility="Keeps each order's hold on stock in step with its fate.",
         operations=(
-            Operation("reserve_stock", reserve),
+            Operation("reserve_stock", reserve_stock),
             # Outside the budget, like a compensation: it books a sale the charge already made,
             # so an order stopped after it shipped still has its stock counted as sold.
-            Operation("commit_stock", commit, compensation=True),
-            Operation("release_stock", release, compensation=True),
-            Operation("expire_reservation", expire),
+            Operation("commit_stock", commit_stock, compensation=True),
+            Operation("release_stock", release_stock, compensation=True),
+            Operation("expire_reservation", expire_reservation),
         ),
         emits=frozenset({"inventory.reserved", "inventory.out_of_stock", "inventory.expired"}),
         writes=frozenset({"orders.Product", "orders.Reservation"}),

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import transaction
-
-from orchestration.events import emit
 from orchestration.registry import AgentDefinition, Operation, register
+from orchestration.work.context import TaskContext
 from orders.actions import apply_transition, lock_order
 from orders.models import Order
-from orders.states import TERMINAL_STATES, OrderState
-from orders.transitions import BUDGET_STOP
+from orders.states import TERMINAL_STATES
+from orders.transitions import ANNOUNCED, BUDGET_STOP, FOLLOW_UPS
 
 NAME = "order"
-
-# Events from the other agents that move an order.
-HEARS = (
-    "inventory.reserved",
-    "inventory.out_of_stock",
-    "inventory.expired",
-    "payment.charged",
-    "payment.declined",
-    "payment.failed",
-    "fulfillment.shipped",
-    "fulfillment.failed",
-)
-
-
-# What the coordinator tells the other agents when an order enters a state.
-ANNOUNCED = {
-    OrderState.PAYMENT_PROCESSING: "order.payment_requested",
-    OrderState.PAYMENT_CONFIRMED: "order.payment_confirmed",
-    OrderState.FULFILLMENT_PENDING: "order.fulfillment_requested",
-    OrderState.SHIPPED: "order.shipped",
-    OrderState.COMPLETED: "order.completed",
-    OrderState.PAYMENT_FAILED: "order.payment_failed",
-    OrderState.CANCELLED: "order.cancelled",
-}
-# The moves the coordinator makes on its own once an order is in a state.
-FOLLOW_UPS = {
-    OrderState.INVENTORY_RESERVED: "payment.requested",
-    OrderState.PAYMENT_CONFIRMED: "fulfillment.requested",
-    OrderState.SHIPPED: "order.completed",
-}
 
 
 def announcement(order: Order) -> tuple[str, dict] | None:
@@ -54,7 +22,7 @@ def announcement(order: Order) -> tuple[str, dict] | None:
     return event, {"order_id": order.pk}
 
 
-def _enter(context, order_id: int, event: str, detail: str = "") -> Order:
+def _enter(context: TaskContext, order_id: int, event: str, detail: str = "") -> Order:
     """Apply the event to the order, and announce the state it led to."""
     order = apply_transition(order_id, event, agent=NAME, task_id=context.task_id, detail=detail)
     announced = announcement(order)
@@ -63,7 +31,7 @@ def _enter(context, order_id: int, event: str, detail: str = "") -> Order:
     return order
 
 
-def advance(context) -> dict:
+def advance(context: TaskContext) -> dict:
     """Apply the event that woke us, then take the steps that follow from the new state."""
     order_id = context.payload["order_id"]
     if lock_order(order_id).state in TERMINAL_STATES:
@@ -77,7 +45,7 @@ def advance(context) -> dict:
     return {"state": order.state}
 
 
-def stop(context) -> dict:
+def stop_for_budget(context: TaskContext) -> dict:
     """The kernel stopped this order's workflow (its budget is spent): end the order.
 
     The transitions say what a stop means in each state (orders.transitions): before the
@@ -94,25 +62,13 @@ def stop(context) -> dict:
     return {"state": order.state}
 
 
-def cancel_order(order_id: int, *, actor: str, reason: str = "") -> Order:
-    """An operator's or a client's cancel: the order becomes CANCELLED and the usual
-    compensation (release the stock, refund a charge, tell the customer) follows.
-
-    Raises orders.errors.IllegalTransition, naming the order and its state, when the order
-    has shipped or already ended; Order.DoesNotExist when there is no such order."""
-    with transaction.atomic():
-        order = apply_transition(order_id, "operator.cancel", actor=actor, detail=reason or f"cancelled by {actor}")
-        emit(*announcement(order), workflow_id=order.workflow_id, correlation_id=order.correlation_id)
-    return order
-
-
 definition = register(
     AgentDefinition(
         name=NAME,
         responsibility="Advances each order through its state machine.",
         operations=(
             Operation("advance", advance, max_attempts=5),
-            Operation("stop_for_budget", stop, max_attempts=10, compensation=True),
+            Operation("stop_for_budget", stop_for_budget, max_attempts=10, compensation=True),
         ),
         emits=frozenset(
             {

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.utils import timezone
 
-from agents.effects import Effect, outside_key
+from agents.effects import Effect, calling_outside, outside_key
 from agents.outside import world
-from orchestration.errors import RetryableError
 from orchestration.registry import AgentDefinition, Operation, register
+from orchestration.work.context import TaskContext
 from orders import actions
 from orders.states import OrderState, PaymentStatus
 
@@ -16,34 +16,34 @@ NAME = "payment"
 ENDED_UNPAID = frozenset({OrderState.CANCELLED, OrderState.PAYMENT_FAILED})
 
 
-def charge(context) -> dict:
+def charge(context: TaskContext) -> dict:
     """Charge once. The order row stays locked across the gateway call, so a reservation
     cannot expire unseen between our check and the charge landing."""
     order = actions.lock_order(context.payload["order_id"])
     if order.state != OrderState.PAYMENT_PROCESSING or hasattr(order, "payment"):
         return {"skipped": order.state}  # cancelled before we got here, or already settled
     try:
-        reference = world.charge(
-            outside_key(order.pk, Effect.CHARGE), order_ref=str(order.pk), amount=order.total, customer=order.customer
-        )
+        with calling_outside():
+            reference = world.charge(
+                outside_key(order.pk, Effect.CHARGE),
+                order_ref=str(order.pk),
+                amount=order.total,
+                customer=order.customer,
+            )
     except world.Declined as refusal:
         actions.record_payment(order, PaymentStatus.DECLINED, detail=str(refusal))
         context.emit("payment.declined", {"order_id": order.pk, "reason": str(refusal)})
         return {"declined": True}
-    except (world.ServiceUnavailable, world.ServiceTimeout) as error:
-        raise RetryableError(str(error)) from error
     context.add_cost(1)  # a gateway fee, in cost units
 
     expired_at = actions.reservations_expired_at(order.pk)
     if expired_at is None or expired_at <= timezone.now():
         # The money landed after the hold on the stock ran out: give it back at once.
         # The expiry sweep then cancels the order and releases the stock.
-        try:
+        with calling_outside():  # on a timeout, the next attempt finds both under their keys
             refund_reference = world.refund(
                 outside_key(order.pk, Effect.REFUND), order_ref=str(order.pk), amount=order.total
             )
-        except (world.ServiceUnavailable, world.ServiceTimeout) as error:
-            raise RetryableError(str(error)) from error  # the next attempt finds both under their keys
         actions.record_payment(order, PaymentStatus.CHARGED, charge_reference=reference)
         actions.record_refund(
             order,
@@ -59,7 +59,7 @@ def charge(context) -> dict:
     return {"charged": reference}
 
 
-def refund(context) -> dict:
+def refund(context: TaskContext) -> dict:
     """Give back whatever the gateway took for an order that ended unpaid. The gateway is asked
     by the charge's key, not our Payment row: a charge whose answer was lost (it timed out, its
     task died) took the money without our row ever being written. Safe to run twice, and when
@@ -70,7 +70,7 @@ def refund(context) -> dict:
     if not actions.reached_state(order.pk, OrderState.PAYMENT_PROCESSING):
         return {"refunded": False}  # no charge was ever asked for
     refund_key = outside_key(order.pk, Effect.REFUND)
-    try:
+    with calling_outside():
         taken = world.find_charge(outside_key(order.pk, Effect.CHARGE))
         if taken is None:
             return {"refunded": False}
@@ -81,8 +81,6 @@ def refund(context) -> dict:
             if given_back
             else world.refund(refund_key, order_ref=str(order.pk), amount=taken.amount)
         )
-    except (world.ServiceUnavailable, world.ServiceTimeout) as error:
-        raise RetryableError(str(error)) from error
     reason = context.payload.get("reason", "")
     if actions.record_refund(order, charge_reference=taken.reference, refund_reference=reference, detail=reason):
         context.emit("payment.refunded", {"order_id": order.pk})

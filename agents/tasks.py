@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from orchestration.enqueue import enqueue
+from orchestration.work.enqueue import enqueue
 from orders.actions import orders_with_expired_reservations
 from orders.models import Order
 

@@ -12,8 +12,8 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.cache import add_never_cache_headers
 
+from adminkit.pages import StrictAdmin
 from api.models import ApiClient
-from orchestration.adminkit import StrictAdmin
 
 
 @admin.register(ApiClient)

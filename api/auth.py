@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ApiError
 from api.models import ApiClient, hash_token
-from orchestration.guards import TokenBucket
+from orchestration.limits.buckets import TokenBucket
 
 logger = logging.getLogger(__name__)
 

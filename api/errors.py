@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from orchestration.backpressure import Overloaded
+from orchestration.limits.backpressure import Overloaded
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from agents.placement import place_order
+from agents.entrypoints import place_order
 from api.errors import ApiError
 from api.models import ApiClient, ClientOrder
 from api.serialize import order_detail

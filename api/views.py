@@ -8,7 +8,7 @@ from typing import Annotated
 from django.http import HttpRequest, HttpResponse
 from ninja import Header, NinjaAPI, Path, Query
 
-from agents.order import cancel_order as cancel_with_compensation
+from agents.entrypoints import cancel_order as cancel_with_compensation
 from api.auth import ClientToken
 from api.errors import IDEMPOTENCY_HEADER, ApiError, install_error_handlers
 from api.parsing import StrictJsonParser

@@ -2,6 +2,7 @@ from importlib import import_module
 
 from django.apps import AppConfig
 from django.conf import settings
+from django.contrib.admin.apps import AdminConfig
 
 
 class OrchestrationConfig(AppConfig):
@@ -13,5 +14,14 @@ class OrchestrationConfig(AppConfig):
 
         # The kernel knows agents only as module paths from settings: it imports
         # nothing from the domain by name.
-        for module in getattr(settings, "AGENT_MODULES", []):
+        for module in settings.AGENT_MODULES:
             import_module(module)
+
+
+class OperatorsAdminConfig(AdminConfig):
+    """django.contrib.admin, with the operators' site (orchestration.admin.site) as the default.
+
+    Named by its full path in INSTALLED_APPS, as OrchestrationConfig is: with two configs in
+    one module, Django must not be left to guess."""
+
+    default_site = "orchestration.admin.site.OperatorsAdminSite"

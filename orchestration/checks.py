@@ -38,9 +38,9 @@ def check_agent_boundaries(reg: Registry) -> list[checks.CheckMessage]:
             if apps.ready and not _model_exists(model):
                 error(f"agent '{definition.name}' declares it writes unknown model '{model}'", "E007")
 
-    for operation, owners in sorted(operation_owners.items()):
+    for operation_name, owners in sorted(operation_owners.items()):
         if len(owners) > 1:
-            error(f"operation '{operation}' is owned by several agents: {', '.join(sorted(owners))}", "E002")
+            error(f"operation '{operation_name}' is owned by several agents: {', '.join(sorted(owners))}", "E002")
     for model, owners in sorted(model_owners.items()):
         if len(owners) > 1:
             error(f"model '{model}' is written by several agents: {', '.join(sorted(owners))}", "E003")

@@ -1,4 +1,4 @@
-"""The kernel's knobs, read from Django settings with defaults that suit production."""
+"""The kernel's knobs, read from Django settings (settings/config.py holds each default, once)."""
 
 from __future__ import annotations
 
@@ -25,19 +25,18 @@ class KernelSettings:
 
 
 def kernel_settings() -> KernelSettings:
-    get = lambda name, default: getattr(settings, name, default)  # noqa: E731
     return KernelSettings(
-        default_lease_seconds=get("AGENT_TASK_DEFAULT_LEASE_SECONDS", 60),
-        max_lease_seconds=get("AGENT_TASK_MAX_LEASE_SECONDS", 600),
-        max_runtime_seconds=get("AGENT_TASK_MAX_RUNTIME_SECONDS", 1800),
-        default_max_attempts=get("AGENT_TASK_MAX_ATTEMPTS", 5),
-        backoff_base_seconds=get("AGENT_TASK_BACKOFF_BASE_SECONDS", 1.0),
-        backoff_cap_seconds=get("AGENT_TASK_BACKOFF_CAP_SECONDS", 300.0),
-        republish_after_seconds=get("AGENT_TASK_REPUBLISH_AFTER_SECONDS", 30),
-        sweep_batch_size=get("AGENT_TASK_SWEEP_BATCH_SIZE", 500),
-        finished_retention_days=get("AGENT_TASK_RETENTION_DAYS", 7),
-        dead_retention_days=get("AGENT_TASK_DEAD_RETENTION_DAYS", 30),
-        worker_heartbeat_seconds=get("WORKER_HEARTBEAT_SECONDS", 10),
-        worker_gone_after_seconds=get("WORKER_GONE_AFTER_SECONDS", 60),
-        idle_in_transaction_seconds=get("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 0),
+        default_lease_seconds=settings.AGENT_TASK_DEFAULT_LEASE_SECONDS,
+        max_lease_seconds=settings.AGENT_TASK_MAX_LEASE_SECONDS,
+        max_runtime_seconds=settings.AGENT_TASK_MAX_RUNTIME_SECONDS,
+        default_max_attempts=settings.AGENT_TASK_MAX_ATTEMPTS,
+        backoff_base_seconds=settings.AGENT_TASK_BACKOFF_BASE_SECONDS,
+        backoff_cap_seconds=settings.AGENT_TASK_BACKOFF_CAP_SECONDS,
+        republish_after_seconds=settings.AGENT_TASK_REPUBLISH_AFTER_SECONDS,
+        sweep_batch_size=settings.AGENT_TASK_SWEEP_BATCH_SIZE,
+        finished_retention_days=settings.AGENT_TASK_RETENTION_DAYS,
+        dead_retention_days=settings.AGENT_TASK_DEAD_RETENTION_DAYS,
+        worker_heartbeat_seconds=settings.WORKER_HEARTBEAT_SECONDS,
+        worker_gone_after_seconds=settings.WORKER_GONE_AFTER_SECONDS,
+        idle_in_transaction_seconds=settings.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
     )

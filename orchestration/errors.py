@@ -36,7 +36,7 @@ class LeaseLost(KernelError):
 
 class LeaseExpired(BaseException):
     """The attempt's deadline passed: no heartbeat within the lease. The kernel raises it in
-    the handler (orchestration.deadline) and retries the task.
+    the handler (orchestration.work.deadline) and retries the task.
 
     A BaseException, like KeyboardInterrupt: a handler's ``except Exception`` must not swallow
     the kernel stopping it.

@@ -108,10 +108,6 @@ class AgentTask(models.Model):
     def __str__(self) -> str:
         return f"task {self.pk} {self.agent}.{self.operation} [{self.status}]"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
-
 
 class AttemptStatus(models.TextChoices):
     RUNNING = "running"  # the worker is executing the handler
@@ -216,14 +212,15 @@ class DeadLetter(AgentTask):
 
 
 class RejectionReason(models.TextChoices):
-    NOT_JSON = "not_json", "not JSON"  # the bytes on the queue are not JSON at all
-    NOT_AN_ENVELOPE = "not_an_envelope", "not an envelope"  # JSON, but not kombu's message envelope
-    UNDECODABLE_BODY = "undecodable_body", "undecodable body"  # not base64, not its content type, bad compression
-    REFUSED_CONTENT = "refused_content", "refused content type"  # a serializer the workers do not accept (pickle)
-    NOT_A_TASK = "not_a_task", "not a task"  # a readable message that names no task
-    UNKNOWN_TASK = "unknown_task", "unknown task"  # names a task no worker knows
-    MALFORMED_TASK = "malformed_task", "malformed task"  # not Celery's protocol 2: id, headers, [args, kwargs, embed]
-    BAD_ARGUMENTS = "bad_arguments", "bad arguments"  # a known task refused its arguments
+    # Values only: Django labels them from the names ("Not Json", "Bad Arguments").
+    NOT_JSON = "not_json"  # the bytes on the queue are not JSON at all
+    NOT_AN_ENVELOPE = "not_an_envelope"  # JSON, but not kombu's message envelope
+    UNDECODABLE_BODY = "undecodable_body"  # not base64, not its content type, bad compression
+    REFUSED_CONTENT = "refused_content"  # a serializer the workers do not accept (pickle)
+    NOT_A_TASK = "not_a_task"  # a readable message that names no task
+    UNKNOWN_TASK = "unknown_task"  # names a task no worker knows
+    MALFORMED_TASK = "malformed_task"  # not Celery's protocol 2: id, headers, [args, kwargs, embed]
+    BAD_ARGUMENTS = "bad_arguments"  # a known task refused its arguments
 
 
 class RejectedMessage(models.Model):

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-Handler = Callable[[Any], Any]  # takes an orchestration.runner.TaskContext
+Handler = Callable[[Any], Any]  # takes an orchestration.work.runner.TaskContext
 
 
 @dataclass(frozen=True)

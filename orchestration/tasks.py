@@ -8,8 +8,9 @@ import logging
 from celery import shared_task
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
 
-from orchestration import poison, runner, sweeps, workers
+from orchestration.broker import rejection
 from orchestration.models import RejectionReason
+from orchestration.work import runner, sweeps, workers
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def _queue_of(task) -> str:
 def _refuse_arguments(task, args, task_id, unexpected) -> str:
     """A message we cannot act on is kept as a dead letter for an operator, not retried forever."""
     arrived = [list(args), {"task_id": task_id, **unexpected}]
-    poison.reject(
+    rejection.reject(
         queue=_queue_of(task),
         reason=RejectionReason.BAD_ARGUMENTS,
         detail="run_agent_task takes exactly one argument, task_id, a positive integer",

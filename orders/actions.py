@@ -43,7 +43,7 @@ class Line:
 
 
 def order_limits() -> tuple[int, int]:
-    return getattr(settings, "ORDER_MAX_LINES", 20), getattr(settings, "ORDER_MAX_QUANTITY", 100)
+    return settings.ORDER_MAX_LINES, settings.ORDER_MAX_QUANTITY
 
 
 def validate_lines(lines: list[Line]) -> dict[str, Product]:
@@ -177,7 +177,7 @@ def apply_transition(
 
 
 def reservation_ttl() -> timedelta:
-    return timedelta(seconds=getattr(settings, "RESERVATION_TTL_SECONDS", 15 * 60))
+    return timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
 
 
 def reserve_stock(order_id: int) -> list[Reservation]:
@@ -362,9 +362,3 @@ def record_notification(order_id: int, kind: str, provider_message_id: str, chan
         defaults={"provider_message_id": provider_message_id, "channel": channel},
     )
     return notification
-
-
-def count_step(order_id: int, cost_units: Decimal = Decimal(0)) -> Order:
-    """Add one agent step (and its cost) to the order's budget counters."""
-    Order.objects.filter(pk=order_id).update(steps=F("steps") + 1, cost_units=F("cost_units") + cost_units)
-    return Order.objects.only("steps", "cost_units", "state").get(pk=order_id)

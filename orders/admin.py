@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
-from orchestration.adminkit import InputFilter, ReadOnlyAdmin, ReadOnlyInline
+from adminkit.pages import InputFilter, ReadOnlyAdmin, ReadOnlyInline
 from orders.models import (
     CustomerNotification,
     Order,

@@ -49,8 +49,6 @@ class Order(models.Model):
     # The caller's request id, or the workflow id: links logs and traces; orders may share one.
     correlation_id = models.CharField(max_length=64, db_index=True)
     reason = models.CharField(max_length=500, blank=True, help_text="Why it ended the way it did.")
-    steps = models.PositiveIntegerField(default=0, help_text="Agent steps spent on it (budget).")
-    cost_units = models.DecimalField(max_digits=14, decimal_places=4, default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -18,7 +18,7 @@ from orders.states import TERMINAL_STATES
 
 
 def stuck_order_after_seconds() -> int:
-    return getattr(settings, "STUCK_ORDER_AFTER_SECONDS", 300)
+    return settings.STUCK_ORDER_AFTER_SECONDS
 
 
 def stuck_condition(now: datetime | None = None, after_seconds: int | None = None) -> Q:

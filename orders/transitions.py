@@ -1,4 +1,7 @@
-"""The order state machine, declared once as data: (from, event, to, guard).
+"""The order workflow, declared once as data: the state machine (from, event, to, guard),
+what the coordinator announces when an order enters a state, the moves it makes by itself,
+and the message the customer gets. Adding a state means editing this file (and the routing
+table in agents/routes.py when a new agent must hear about it).
 
 One state and event may have several transitions with different guards: the first whose
 guard lets it through is taken (a budget stop cancels before the shipment, finishes after).
@@ -9,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orders.states import NotificationKind
 from orders.states import OrderState as S
 
 Guard = Callable[..., str | None]  # returns a refusal reason, or None to allow
@@ -68,6 +72,33 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.FULFILLMENT_PENDING, BUDGET_STOP, S.SHIPPED, _has_shipment, note=AFTER_SHIPMENT),
     Transition(S.SHIPPED, BUDGET_STOP, S.COMPLETED, note=AFTER_SHIPMENT),
 )
+
+# What the coordinator tells the other agents when an order enters a state (agents/routes.py
+# says who hears each one).
+ANNOUNCED: dict[str, str] = {
+    S.PAYMENT_PROCESSING: "order.payment_requested",
+    S.PAYMENT_CONFIRMED: "order.payment_confirmed",
+    S.FULFILLMENT_PENDING: "order.fulfillment_requested",
+    S.SHIPPED: "order.shipped",
+    S.COMPLETED: "order.completed",
+    S.PAYMENT_FAILED: "order.payment_failed",
+    S.CANCELLED: "order.cancelled",
+}
+# The moves the coordinator makes by itself once an order is in a state.
+FOLLOW_UPS: dict[str, str] = {
+    S.INVENTORY_RESERVED: "payment.requested",
+    S.PAYMENT_CONFIRMED: "fulfillment.requested",
+    S.SHIPPED: "order.completed",
+}
+# The message the customer gets when the order enters a state: one per order and kind.
+CUSTOMER_MESSAGES: dict[str, str] = {
+    S.PAYMENT_CONFIRMED: NotificationKind.CONFIRMED,
+    S.SHIPPED: NotificationKind.SHIPPED,
+    S.PAYMENT_FAILED: NotificationKind.FAILED,
+    S.CANCELLED: NotificationKind.CANCELLED,
+}
+# The same messages by the event that announces their state (what the NotificationAgent hears).
+MESSAGE_FOR_EVENT: dict[str, str] = {ANNOUNCED[state]: kind for state, kind in CUSTOMER_MESSAGES.items()}
 
 _BY_SOURCE_AND_EVENT: dict[tuple[str, str], tuple[Transition, ...]] = {}
 for _transition in TRANSITIONS:

@@ -3,7 +3,7 @@
 DJANGO_ENV=production turns on production mode: every required variable must be
 set and well formed, or start-up stops with an error that names it. Otherwise
 (development, the default) missing DATABASE_URL/REDIS_URL start the project's own
-local servers under .run/ (see settings.localservers).
+local servers under .run/ (see devservers).
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ else:
     SECRET_KEY = envstr("SECRET_KEY", "development-only-key-not-for-production-use-0123456789")
     DEBUG = envbool("DEBUG", True)
     ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
-    from settings import localservers
+    from devservers.stack import ensure_database_url, ensure_redis_url
 
-    DATABASE_URL = envurl("DATABASE_URL", {"postgres", "postgresql"}, "") or localservers.ensure_database_url()
-    REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"}, "") or localservers.ensure_redis_url()
+    DATABASE_URL = envurl("DATABASE_URL", {"postgres", "postgresql"}, "") or ensure_database_url()
+    REDIS_URL = envurl("REDIS_URL", {"redis", "rediss", "unix"}, "") or ensure_redis_url()
 
 INSTALLED_APPS = [
-    "orchestration.adminconfig.OperatorsAdminConfig",  # django.contrib.admin with the operators' site
+    "orchestration.apps.OperatorsAdminConfig",  # django.contrib.admin with the operators' site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -64,10 +64,13 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "ninja",  # /api/docs serves its bundled Swagger UI from static files, not from a CDN
     "axes",  # admin login throttling
-    "orchestration",
+    "adminkit",
+    "orchestration.apps.OrchestrationConfig",
     "orders",
     "agents",
     "agents.outside",
+    "operations",
+    "loadlab",
     "api",
 ]
 
@@ -79,7 +82,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "orchestration.tracing.CorrelationIdMiddleware",
+    "orchestration.observability.requests.CorrelationIdMiddleware",
     "axes.middleware.AxesMiddleware",  # last, as django-axes asks: turns a lockout into its 429 page
 ]
 
@@ -157,12 +160,22 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "settings.reporting.SecretsHiddenFilter"
 
 # A claim holds a lease; a handler that heartbeats keeps it (and its guard slots and time
 # limit) for as long as it heartbeats. The kernel's own deadline stops a handler a lease after
-# its last heartbeat (orchestration.deadline); Celery's hard limit is only the backstop ceiling
+# its last heartbeat (orchestration.work.deadline); Celery's hard limit is only the backstop ceiling
 # on one attempt, so a frozen pool process is still killed.
 AGENT_TASK_DEFAULT_LEASE_SECONDS = envint("AGENT_TASK_DEFAULT_LEASE_SECONDS", 60, minimum=5)
 AGENT_TASK_MAX_LEASE_SECONDS = envint("AGENT_TASK_MAX_LEASE_SECONDS", 600, minimum=5)
 AGENT_TASK_MAX_RUNTIME_SECONDS = envint("AGENT_TASK_MAX_RUNTIME_SECONDS", 1800, minimum=5)
 CELERY_HARD_LIMIT_GRACE_SECONDS = 30
+# The rest of the kernel's knobs (orchestration.conf reads them; each default lives here only).
+AGENT_TASK_MAX_ATTEMPTS = envint("AGENT_TASK_MAX_ATTEMPTS", 5, minimum=1)
+AGENT_TASK_BACKOFF_BASE_SECONDS = envfloat("AGENT_TASK_BACKOFF_BASE_SECONDS", 1.0, minimum=0)
+AGENT_TASK_BACKOFF_CAP_SECONDS = envfloat("AGENT_TASK_BACKOFF_CAP_SECONDS", 300.0, minimum=0)
+AGENT_TASK_REPUBLISH_AFTER_SECONDS = envint("AGENT_TASK_REPUBLISH_AFTER_SECONDS", 30, minimum=1)
+AGENT_TASK_SWEEP_BATCH_SIZE = envint("AGENT_TASK_SWEEP_BATCH_SIZE", 500, minimum=1)
+AGENT_TASK_RETENTION_DAYS = envint("AGENT_TASK_RETENTION_DAYS", 7, minimum=1)
+AGENT_TASK_DEAD_RETENTION_DAYS = envint("AGENT_TASK_DEAD_RETENTION_DAYS", 30, minimum=1)
+WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
+WORKER_GONE_AFTER_SECONDS = envint("WORKER_GONE_AFTER_SECONDS", 60, minimum=1)
 
 # PostgreSQL session timeouts on every connection, whatever server DATABASE_URL names (libpq's
 # startup "options": no extra round trip). Derived from the default lease L so they agree with
@@ -226,8 +239,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # A malformed message never takes a worker down: kombu's Redis transport with a screen for
 # bytes it cannot read, and Celery's consumer keeping each refusal as a dead letter (the
 # app's task class adds the shape check: settings/celery.py). See orchestration/poison.py.
-CELERY_BROKER_TRANSPORT = "orchestration.broker:Transport"
-CELERY_WORKER_CONSUMER = "orchestration.consumer:Consumer"
+CELERY_BROKER_TRANSPORT = "orchestration.broker.transport:Transport"
+CELERY_WORKER_CONSUMER = "orchestration.broker.consumer:Consumer"
 if REDIS_URL.startswith("rediss://"):
     # Named explicitly, the transport no longer gets TLS from kombu's "rediss" alias: ask for
     # it here, and verify the server's certificate (kombu's default would not).
@@ -247,17 +260,17 @@ CELERY_TIMEZONE = TIME_ZONE
 FLOWER_BASIC_AUTH = envstr("FLOWER_BASIC_AUTH", "")
 
 # Log lines carry the correlation id (and, in agent work, the agent, task id and attempt):
-# JSON objects one per line in production, readable lines otherwise (orchestration.logging).
+# JSON objects one per line in production, readable lines otherwise (orchestration.observability.logcontext).
 LOG_FORMAT = envstr("LOG_FORMAT", "json" if PRODUCTION else "text")
 if LOG_FORMAT not in {"json", "text"}:
     raise ConfigurationError(f"LOG_FORMAT must be 'json' or 'text', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"log_context": {"()": "orchestration.logging.ContextFilter"}},
+    "filters": {"log_context": {"()": "orchestration.observability.logcontext.ContextFilter"}},
     "formatters": {
-        "text": {"()": "orchestration.logging.ReadableFormatter"},
-        "json": {"()": "orchestration.logging.JsonFormatter"},
+        "text": {"()": "orchestration.observability.logcontext.ReadableFormatter"},
+        "json": {"()": "orchestration.observability.logcontext.JsonFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["log_context"]},
@@ -271,7 +284,7 @@ LOGGING = {
 
 # Modules that register agent definitions and routes with the kernel (orchestration
 # imports them by path, so it never names the domain).
-AGENT_MODULES = ["agents.all"]
+AGENT_MODULES = ["agents.routes"]
 EXTRA_PERIODIC_JOBS = [("agents.expire_reservations", 5, 5, "orchestration")]
 
 # The order workflow.
@@ -337,7 +350,7 @@ API_MAX_UNFINISHED_ORDERS = envint("API_MAX_UNFINISHED_ORDERS", 1000, minimum=1)
 PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR", "")
 if PROMETHEUS_MULTIPROC_DIR:
     Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
-METRICS_COLLECTORS = ["agents.metrics.OrderCollector"]  # the domain's numbers, by path
+METRICS_COLLECTORS = ["operations.metrics.OrderCollector"]  # the domain's numbers, by path
 # Who may scrape /metrics: `Authorization: Bearer <METRICS_TOKEN>`, staff with the view
 # permission on agent tasks, and loopback clients only when METRICS_ALLOW_LOOPBACK is on.
 METRICS_TOKEN = envstr("METRICS_TOKEN", "")
@@ -346,12 +359,12 @@ if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
 METRICS_ALLOW_LOOPBACK = envbool("METRICS_ALLOW_LOOPBACK", False)
 # The operators' admin: the dashboard (kernel and domain figures) and what else a search
 # of the agent tasks may name (an order id or key), both by path so the kernel names no domain.
-OPERATIONS_DASHBOARD = "agents.dashboard.dashboard_view"
-TASK_SEARCH_RESOLVERS = ["agents.admin.order_workflows"]
+OPERATIONS_DASHBOARD = "operations.dashboard.dashboard_view"
+TASK_SEARCH_RESOLVERS = ["operations.admin.order_workflows"]
 STUCK_ORDER_AFTER_SECONDS = envint("STUCK_ORDER_AFTER_SECONDS", 300, minimum=1)
 STUCK_TASK_ATTEMPTS = envint("STUCK_TASK_ATTEMPTS", 3, minimum=1)
 
-# OpenTelemetry export of task attempts, off unless set (orchestration.otel).
+# OpenTelemetry export of task attempts, off unless set (orchestration.observability.otel).
 OTEL_EXPORTER_OTLP_ENDPOINT = envstr("OTEL_EXPORTER_OTLP_ENDPOINT", "") or envstr(
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""
 )

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from api.views import api
-from orchestration.metrics import metrics_view
+from orchestration.observability.metrics import metrics_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),

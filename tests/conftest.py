@@ -3,34 +3,12 @@ pointed at the test database."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 import redis
 from django.conf import settings
 
-from orchestration.fleet import BeatProcess, WorkerProcess, database_url
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = ""):
-    """Poll until ``condition()`` is truthy and return it; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
-
-
-def child_environment() -> dict[str, str]:
-    """What a worker process needs to see the test database and the test settings."""
-    return {
-        "DATABASE_URL": database_url(),  # the test database, password and all
-        "REDIS_URL": settings.REDIS_URL,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-    }
+from orchestration.testing.fleet import BeatProcess, WorkerProcess
+from tests.support import child_environment
 
 
 @pytest.fixture
@@ -76,7 +54,7 @@ def start_beat(transactional_db, tmp_path):
 
 def pytest_report_header(config) -> str:
     """Says up front whether the browser tests will run, and where their screenshots go."""
-    from tests.browser import ARTIFACTS, find_chromium, why_skipped
+    from tests.operations.browser import ARTIFACTS, find_chromium, why_skipped
 
     reason = why_skipped()
     if reason:

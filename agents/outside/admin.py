@@ -3,8 +3,8 @@ message provider recorded, to set against the orders' own rows."""
 
 from django.contrib import admin
 
+from adminkit.pages import ReadOnlyAdmin
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
-from orchestration.adminkit import ReadOnlyAdmin
 
 
 @admin.register(GatewayEntry)

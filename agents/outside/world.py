@@ -31,8 +31,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
-from orchestration.autonomous import run_autonomously
-from orchestration.guards import redis_client
+from orchestration.redis_client import redis_client
+from orchestration.work.autonomous import run_autonomously
 
 SLOWPAY_SECONDS = 3.0
 SERVICES = ("gateway", "carrier", "provider")
@@ -94,7 +94,7 @@ def behaviour(service: str) -> Behaviour:
     if not failures_on():
         return Behaviour()
     raw = redis_client().hgetall(f"outside:{service}")
-    return Behaviour(**{name: float(value) for name, value in raw.items()})
+    return Behaviour(**{str(name): float(value) for name, value in raw.items()})
 
 
 def tags(address: str) -> frozenset[str]:
@@ -110,13 +110,7 @@ def _first_call(service: str, key: str) -> bool:
     return redis_client().incr(f"outside:calls:{service}:{key}") == 1
 
 
-def calls(service: str) -> int:
-    """How many calls reached the service (for tests and load runs)."""
-    return int(redis_client().get(f"outside:calls_total:{service}") or 0)
-
-
 def _enter(service: str, key: str, asked: frozenset[str] = frozenset()) -> Behaviour:
-    redis_client().incr(f"outside:calls_total:{service}")
     current = behaviour(service)
     delay = current.latency_ms / 1000
     if "slowpay" in asked and service == "gateway":

@@ -7,11 +7,11 @@ import time
 
 from django.apps import apps
 
-from orchestration.autonomous import run_autonomously
-from orchestration.budgets import BUDGET_EVENT
 from orchestration.errors import PermanentError, RetryableError
-from orchestration.guards import redis_client
+from orchestration.limits.budgets import BUDGET_EVENT
+from orchestration.redis_client import redis_client
 from orchestration.registry import AgentDefinition, Operation, register, subscribe
+from orchestration.work.autonomous import run_autonomously
 from tests.kernelapp.models import Effect, StepLog
 
 

@@ -1,1 +1,0 @@
-"""Load, chaos and benchmark runs: figures a user can reproduce with one command."""

@@ -1,0 +1,52 @@
+"""The routing table: which agent operations hear which events. Importing this module
+registers every agent and the table with the kernel (settings.AGENT_MODULES).
+
+It is the README's table, one row per (event, subscriber). Routing happens in the emitting
+transaction (an outbox): a row here is a task created with the event, never a call.
+"""
+
+from agents import fulfillment, inventory, notification, order, payment
+from orchestration.limits.budgets import BUDGET_EVENT
+from orchestration.registry import subscribe
+
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    # event                          agent           operation
+    ("order.placed",                 "inventory",    "reserve_stock"),
+    # What the coordinator hears: every event that moves an order.
+    ("inventory.reserved",           "order",        "advance"),
+    ("inventory.out_of_stock",       "order",        "advance"),
+    ("inventory.expired",            "order",        "advance"),
+    ("payment.charged",              "order",        "advance"),
+    ("payment.declined",             "order",        "advance"),
+    ("payment.failed",               "order",        "advance"),
+    ("fulfillment.shipped",          "order",        "advance"),
+    ("fulfillment.failed",           "order",        "advance"),
+    ("order.payment_requested",      "payment",      "charge"),
+    ("order.payment_confirmed",      "inventory",    "commit_stock"),
+    ("order.payment_confirmed",      "notification", "notify"),
+    ("order.fulfillment_requested",  "fulfillment",  "ship"),
+    ("order.shipped",                "notification", "notify"),
+    # Compensation: an order that ends unpaid gives back its stock and whatever the gateway
+    # took, and voids a booked parcel. Refund and void ask the outside service, since a call
+    # that timed out or a task that died leaves an effect our own rows never saw.
+    ("order.payment_failed",         "inventory",    "release_stock"),
+    ("order.payment_failed",         "payment",      "refund"),
+    ("order.payment_failed",         "notification", "notify"),
+    ("order.cancelled",              "inventory",    "release_stock"),
+    ("order.cancelled",              "payment",      "refund"),
+    ("order.cancelled",              "fulfillment",  "void_parcel"),
+    ("order.cancelled",              "notification", "notify"),
+    # From the kernel: the workflow's budget is spent.
+    (BUDGET_EVENT,                   "order",        "stop_for_budget"),
+)  # fmt: skip
+
+AGENTS = (
+    order.definition,
+    inventory.definition,
+    payment.definition,
+    fulfillment.definition,
+    notification.definition,
+)
+
+for event, agent, operation in ROUTES:
+    subscribe(event, agent, operation)

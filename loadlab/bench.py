@@ -1,0 +1,163 @@
+"""The benchmark: the order workflow through the system and as the naive Celery chain, in the
+same run, and the kernel's claim+complete latency with a million finished tasks in the table."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from loadlab import naive, workload
+from loadlab.loadtest import NO_FAILURES, LoadSpec, configure_world, run_load, worker_environment
+from loadlab.measures import Latencies
+from orchestration.models import AgentTask, TaskAttempt
+from orchestration.redis_client import redis_client
+from orchestration.testing.fleet import Fleet, WorkerProcess
+from orchestration.work import lifecycle
+from orders.models import Product
+
+TABLE = AgentTask._meta.db_table
+BENCH_AGENT = "bench"  # no handler: only the kernel's statements are timed
+
+
+@dataclass
+class Throughput:
+    name: str
+    orders: int
+    seconds: float
+    latencies: Latencies
+
+    @property
+    def per_second(self) -> float:
+        return self.orders / self.seconds if self.seconds else 0.0
+
+
+def bench_spec(orders: int, **overrides) -> LoadSpec:
+    """Every order can complete: no failures asked for, no scarce products."""
+    defaults = dict(orders=orders, scarce=0, transient_rate=0, mix=NO_FAILURES)
+    return LoadSpec(**(defaults | overrides))
+
+
+def through_the_system(spec: LoadSpec, run: str, out: Callable[[str], None]) -> Throughput:
+    result = run_load(spec, run=f"{run}-system", progress=False, out=out)
+    return Throughput("system", result.placed, result.seconds, Latencies(result.timeline.latencies))
+
+
+def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]) -> Throughput:
+    """The same orders, catalogue and outside world, on as many worker processes."""
+    run = f"{run}-naive"
+    configure_world(spec)
+    catalogue = workload.seed_catalogue(run, products=spec.products, scarce=spec.scarce)
+    fleet = Fleet(
+        [
+            WorkerProcess(
+                [naive.QUEUE],
+                concurrency=spec.worker_concurrency,
+                name=f"naive{i}",
+                env=worker_environment(spec),
+                extra_args=["-I", "loadlab.naive"],
+            )
+            for i in range(spec.workers)
+        ]
+    ).start()
+    out(f"{run}: {spec.orders} orders as a plain Celery chain on {spec.workers} workers x {spec.worker_concurrency}")
+    started_at: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        for index, customer, items in workload.order_stream(spec.orders, catalogue, NO_FAILURES, spec.seed):
+            ref = f"{run}-{index}"
+            prices = {product.sku: product.price for product in catalogue}
+            total = sum((prices[sku] * quantity for sku, quantity in items), Decimal(0))
+            started_at[ref] = time.time()
+            naive.send({"run": run, "ref": ref, "customer": customer, "items": items, "total": str(total)})
+        key = naive.finished_key(run)
+        while redis_client().hlen(key) < spec.orders and time.monotonic() - started < spec.timeout:
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        finished = redis_client().hgetall(key)
+    finally:
+        fleet.stop()
+    latencies = sorted(float(value.split()[0]) - started_at[ref] for ref, value in finished.items())
+    return Throughput("naive chain", len(finished), seconds, Latencies(latencies))
+
+
+def remove_naive_effects(run: str) -> None:
+    """The chain leaves ledger rows for orders the system never knew; drop them so the
+    invariant check of later runs on this database is not about the benchmark."""
+    from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
+
+    prefix = f"{run}-naive"
+    for model in (GatewayEntry, CarrierParcel, ProviderMessage):
+        model.objects.filter(order_ref__startswith=prefix).delete()
+    Product.objects.filter(sku__startswith=prefix).delete()
+    redis_client().delete(naive.finished_key(prefix))
+
+
+# --- claim + complete with a full table ------------------------------------------------
+
+
+def claim_and_complete(samples: int, tag: str) -> Latencies:
+    """Time one claim and one fenced completion, each in its transaction, for fresh tasks."""
+    tasks = AgentTask.objects.bulk_create(
+        AgentTask(
+            agent=BENCH_AGENT,
+            operation="noop",
+            idempotency_key=f"bench:{tag}:{index}",
+            correlation_id=f"bench-{tag}",
+        )
+        for index in range(samples)
+    )
+    timings = []
+    for task in tasks:
+        began = time.perf_counter()
+        claim = lifecycle.claim(task.pk, worker="bench", lease_seconds=60)
+        assert claim is not None, f"bench task {task.pk} could not be claimed"
+        with transaction.atomic():
+            lifecycle.complete(task.pk, claim.fence)
+        timings.append(time.perf_counter() - began)
+    TaskAttempt.objects.filter(correlation_id=f"bench-{tag}").delete()
+    AgentTask.objects.filter(correlation_id=f"bench-{tag}").delete()
+    return Latencies(sorted(timings))
+
+
+def fill_finished_tasks(rows: int, tag: str) -> float:
+    """Insert ``rows`` succeeded tasks in one statement; returns the seconds it took."""
+    began = time.monotonic()
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A million rows in one statement outlast the statement timeout every session has.
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute(
+            f"""
+            INSERT INTO {TABLE} (agent, operation, event_type, payload, payload_version, status, priority,
+                attempts, max_attempts, reclaims, run_after, idempotency_key, workflow_id, correlation_id,
+                claimed_by, fence, last_error, cost, created_at, updated_at, finished_at, result)
+            SELECT 'bench-fill', 'noop', '', '{{}}'::jsonb, 1, 'succeeded', 0, 1, 5, 0, now(),
+                'bench-fill:' || %(tag)s || ':' || n, 'bench-fill-' || %(tag)s || ':' || n, 'bench-fill-' || %(tag)s,
+                'bench', 1, '', 0, now(), now(), now(), 'null'::jsonb
+            FROM generate_series(1, %(rows)s) AS n
+            """,
+            {"tag": tag, "rows": rows},
+        )
+        cursor.execute(f"ANALYZE {TABLE}")
+    return time.monotonic() - began
+
+
+def remove_filled_tasks(tag: str) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL statement_timeout = 0")
+        cursor.execute(f"DELETE FROM {TABLE} WHERE correlation_id = %s", [f"bench-fill-{tag}"])
+        cursor.execute(f"ANALYZE {TABLE}")
+
+
+def table_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {TABLE}")
+        return cursor.fetchone()[0]
+
+
+def new_tag() -> str:
+    return uuid.uuid4().hex[:8]

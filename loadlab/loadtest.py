@@ -1,0 +1,299 @@
+"""A load test: orders through the five agents on real workers, paced by arrival rate or by
+orders in flight, against an outside world with chosen latency and failure rates."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from tqdm import tqdm
+
+from agents.invariants import InvariantResult, check_all
+from agents.outside import world
+from loadlab import measures, workload
+from orchestration.registry import AgentDefinition, registry
+from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
+from orchestration.testing.fleet import BeatProcess, Fleet, WorkerProcess, database_url
+
+NO_FAILURES = workload.Mix(decline=0, flaky=0, timeout=0, shipfail=0)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What to run: how many orders, how fast, against what outside world, on which workers."""
+
+    orders: int = 1000
+    rate: float | None = None  # orders per second (open loop); None: as fast as placement goes
+    concurrency: int | None = None  # at most this many orders in flight (closed loop)
+    ramp_up: float = 0  # seconds for the rate or concurrency to grow from 0 to its target
+    duration: float | None = None  # stop placing after this many seconds
+    products: int = 8
+    scarce: int = 2
+    latency_ms: float = 0
+    transient_rate: float = 0.02
+    timeout_rate: float = 0
+    refusal_rate: float = 0
+    mix: workload.Mix = field(default_factory=workload.Mix)
+    workers: int = 2
+    worker_concurrency: int = 2
+    slow_pool: str = ""  # "threads": agents that call the outside world run on a thread pool
+    slow_concurrency: int = 50
+    dependency_slots: int | None = None  # concurrency guard per outside dependency
+    lease_seconds: int | None = None
+    timeout: float = 900
+    seed: int = 7
+
+    def __post_init__(self) -> None:
+        if self.orders < 1:
+            raise ValueError(f"orders must be at least 1, not {self.orders}")
+        if self.rate is not None and self.concurrency is not None:
+            raise ValueError("give a rate or a concurrency, not both")
+        if self.rate is not None and self.rate <= 0:
+            raise ValueError(f"rate must be above 0 orders/s, not {self.rate}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1 order in flight, not {self.concurrency}")
+        if self.products < 1 or not 0 <= self.scarce <= self.products:
+            raise ValueError(f"products must be at least 1 and scarce between 0 and products ({self.products})")
+        for name in ("transient_rate", "timeout_rate", "refusal_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
+        if self.slow_pool not in {"", "threads", "prefork"}:
+            raise ValueError(f"slow-pool must be 'threads' or 'prefork', not {self.slow_pool!r}")
+        if self.workers < 1 or self.worker_concurrency < 1 or self.slow_concurrency < 1:
+            raise ValueError("workers, worker-concurrency and slow-concurrency must be at least 1")
+
+
+@dataclass
+class LoadResult:
+    run: str
+    spec: LoadSpec
+    order_ids: list[int]
+    seconds: float
+    figures: workload.Figures
+    timeline: measures.Timeline
+    agents: dict[str, measures.Latencies]
+    counts: measures.Counts
+    invariants: list[InvariantResult]
+    quiet: bool
+    peak_rss: dict[str, int] = field(default_factory=dict)
+    peak_in_flight: int = 0
+    peak_outside_calls: int = 0
+
+    @property
+    def placed(self) -> int:
+        return len(self.order_ids)
+
+    @property
+    def success_rate(self) -> float:
+        return self.figures.by_state.get("COMPLETED", 0) / self.placed if self.placed else 0.0
+
+
+def worker_environment(spec: LoadSpec) -> dict[str, str]:
+    # The workers obey the failure rates and the customers' failure tags the run asks for.
+    env = {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "SIMULATED_FAILURES": "true"}
+    if spec.lease_seconds:
+        env["AGENT_TASK_DEFAULT_LEASE_SECONDS"] = str(spec.lease_seconds)
+    if spec.dependency_slots:
+        limits = {**settings.GUARD_LIMITS}
+        limits["concurrency"] = {
+            **limits.get("concurrency", {}),
+            **{f"dependency:{service}": spec.dependency_slots for service in world.SERVICES},
+        }
+        env["GUARD_LIMITS"] = json.dumps(limits)
+    return env
+
+
+def outside_callers() -> list[AgentDefinition]:
+    """The agents that call an outside dependency: their calls take time, not CPU."""
+    names = {definition.name for definition, operation in registry.all_operations() if operation.dependency}
+    return [registry.agents[name] for name in sorted(names)]
+
+
+def slow_queues() -> list[str]:
+    return sorted({definition.queue for definition in outside_callers()})
+
+
+def build_fleet(spec: LoadSpec, log_dir: Path | None = None, extra: list | None = None) -> Fleet:
+    """Agent workers (prefork), a thread-pool worker for slow agents when asked, one
+    maintenance worker for the sweeps, and the one beat."""
+    env = worker_environment(spec)
+    fast = registry.queues()
+    processes: list = []
+    if spec.slow_pool:
+        fast = [queue for queue in fast if queue not in slow_queues()]
+        processes.append(
+            WorkerProcess(
+                slow_queues(),
+                concurrency=spec.slow_concurrency,
+                pool=spec.slow_pool,
+                name="slow-agents",
+                env=env,
+                log_dir=log_dir,
+            )
+        )
+    processes += [
+        WorkerProcess(fast, concurrency=spec.worker_concurrency, name=f"agents{i}", env=env, log_dir=log_dir)
+        for i in range(spec.workers)
+    ]
+    processes.append(WorkerProcess(["orchestration"], concurrency=1, name="maintenance", env=env, log_dir=log_dir))
+    processes.append(BeatProcess(env=env, log_dir=log_dir))
+    return Fleet(processes + (extra or []))
+
+
+def configure_world(spec: LoadSpec) -> None:
+    for service in world.SERVICES:
+        world.configure(
+            service,
+            latency_ms=spec.latency_ms,
+            transient_rate=spec.transient_rate,
+            timeout_rate=spec.timeout_rate,
+            refusal_rate=spec.refusal_rate if service != "provider" else 0,
+        )
+
+
+class Pacer:
+    """Decides when the next order may be placed: by arrival rate, or by orders in flight."""
+
+    def __init__(self, spec: LoadSpec, progress: Progress):
+        self.spec = spec
+        self.progress = progress
+        self.started = time.monotonic()
+
+    def ramp(self, elapsed: float) -> float:
+        return 1.0 if self.spec.ramp_up <= 0 else min(1.0, elapsed / self.spec.ramp_up)
+
+    def due(self, elapsed: float) -> float:
+        """How many orders should have arrived by now at the target rate, ramped linearly."""
+        rate, ramp_up = self.spec.rate or 0, self.spec.ramp_up
+        if ramp_up <= 0 or elapsed >= ramp_up:
+            return rate * (elapsed - ramp_up / 2 if ramp_up > 0 else elapsed)
+        return rate * elapsed * elapsed / (2 * ramp_up)
+
+    def __call__(self, index: int) -> bool:
+        while True:
+            elapsed = time.monotonic() - self.started
+            self.progress.refresh()
+            if self.spec.duration is not None and elapsed > self.spec.duration:
+                return False
+            if self.spec.rate is not None:
+                if index < max(1.0, self.due(elapsed)):
+                    return True
+            elif self.spec.concurrency is not None:
+                allowed = max(1, round(self.spec.concurrency * self.ramp(elapsed)))
+                if self.progress.in_flight() < allowed:
+                    return True
+            else:
+                return True
+            time.sleep(0.01)
+
+
+class Progress:
+    """The live bar: orders finished out of those to place, with placed and in flight."""
+
+    def __init__(self, total: int, order_ids: list[int], fleet: Fleet, enabled: bool = True):
+        self.bar = tqdm(total=total, desc="finished", unit="order", disable=not enabled, dynamic_ncols=True)
+        self.order_ids = order_ids
+        self.fleet = fleet
+        self.finished = 0
+        self.checked_at = 0.0
+        self.peak_in_flight = 0
+        self.peak_rss: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def refresh(self, force: bool = False) -> int:
+        if not force and time.monotonic() - self.checked_at < 0.5:
+            return self.finished
+        self.checked_at = time.monotonic()
+        self.finished = workload.through_restarts(lambda: workload.terminal_count(self.order_ids))
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight())
+        for name, rss in self.fleet.rss_bytes().items():
+            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+        self.bar.set_postfix(placed=len(self.order_ids), in_flight=self.in_flight(), refresh=False)
+        self.bar.update(self.finished - self.bar.n)
+        return self.finished
+
+    def in_flight(self) -> int:
+        return len(self.order_ids) - self.finished
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_load(
+    spec: LoadSpec,
+    *,
+    run: str | None = None,
+    progress: bool = True,
+    log_dir: Path | None = None,
+    during: Callable[[Fleet, Progress], Callable[[bool], None]] | None = None,
+    out: Callable[[str], None] = print,
+) -> LoadResult:
+    """Run the load test end to end and measure it; ``during`` starts extra trouble (chaos)
+    once the fleet is up and returns how to stop it (told whether the run completed)."""
+    run = run or time.strftime("load%Y%m%d%H%M%S")
+    install_periodic_jobs(all_periodic_jobs())
+    configure_world(spec)
+    catalogue = workload.seed_catalogue(run, products=spec.products, scarce=spec.scarce)
+    fleet = build_fleet(spec, log_dir)
+    fleet.start()
+    out(
+        f"{run}: {spec.orders} orders over {len(catalogue)} products ({spec.scarce} scarce); "
+        f"{len(fleet.workers()) - 1} agent workers and 1 maintenance worker, 1 beat; "
+        f"outside latency {spec.latency_ms:g} ms"
+    )
+    order_ids: list[int] = []
+    bar = Progress(spec.orders, order_ids, fleet, enabled=progress)
+    stop_trouble = during(fleet, bar) if during else None
+    started = time.monotonic()
+    try:
+        workload.place_orders(
+            run,
+            spec.orders,
+            catalogue,
+            mix=spec.mix,
+            seed=spec.seed,
+            on_placed=lambda _i: None,
+            before_each=Pacer(spec, bar),
+            sink=order_ids,
+        )
+        bar.bar.total = len(order_ids)
+        while bar.refresh() < len(order_ids) and time.monotonic() - started < spec.timeout:
+            time.sleep(0.2)
+        seconds = time.monotonic() - started
+        bar.refresh(force=True)
+        if stop_trouble:
+            stop_trouble(True)
+            stop_trouble = None
+        quiet = workload.through_restarts(lambda: workload.wait_until_quiet(timeout=180))
+    finally:
+        if stop_trouble:
+            stop_trouble(False)
+        bar.close()
+        fleet.stop()
+        connection.close()
+    return measure(run, spec, order_ids, seconds, quiet, bar)
+
+
+def measure(run: str, spec: LoadSpec, order_ids: list[int], seconds: float, quiet: bool, bar: Progress) -> LoadResult:
+    correlation_ids = measures.correlation_ids(order_ids)
+    return LoadResult(
+        run=run,
+        spec=spec,
+        order_ids=order_ids,
+        seconds=seconds,
+        figures=workload.figures(order_ids, seconds),
+        timeline=measures.timeline(order_ids),
+        agents=measures.claim_to_complete(correlation_ids),
+        counts=measures.counts(correlation_ids),
+        invariants=check_all(),
+        quiet=quiet,
+        peak_rss=bar.peak_rss,
+        peak_in_flight=bar.peak_in_flight,
+        peak_outside_calls=measures.peak_overlap(correlation_ids, [agent.name for agent in outside_callers()]),
+    )

@@ -1,0 +1,70 @@
+"""Benchmark: the system against the naive Celery chain, and claim+complete with a full table."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from loadlab import bench
+from loadlab.options import add_load_arguments, spec_from
+
+
+class Command(BaseCommand):
+    help = (
+        "The same order workflow through the system and as a naive chain of plain Celery tasks, in one run: "
+        "orders/s, their ratio and p95 latency; then claim+complete latency with a million finished tasks."
+    )
+
+    def add_arguments(self, parser):
+        add_load_arguments(parser, orders=500)
+        parser.add_argument("--fill", type=int, default=1_000_000, help="finished tasks to put in the table")
+        parser.add_argument("--samples", type=int, default=300, help="tasks claimed and completed per measure")
+
+    def handle(self, *args, **options):
+        if options["fill"] < 0 or options["samples"] < 1:
+            raise CommandError("fill must be 0 or more, and samples at least 1")
+        base = spec_from(options)
+        spec = bench.bench_spec(
+            base.orders,
+            **{name: getattr(base, name) for name in ("latency_ms", "workers", "worker_concurrency", "products")},
+        )
+        run = time.strftime("bench%Y%m%d%H%M%S")
+        write = self.stdout.write
+        system = bench.through_the_system(spec, run, write)
+        try:
+            chain = bench.through_the_naive_chain(spec, run, write)
+        finally:
+            bench.remove_naive_effects(run)
+        write("")
+        write(
+            f"workflow, {spec.orders} orders, outside latency {spec.latency_ms:g} ms, "
+            f"{spec.workers} workers x {spec.worker_concurrency} processes each:"
+        )
+        for measured in (system, chain):
+            write(
+                f"  {measured.name:<12} {measured.per_second:7.1f} orders/s   p50 {measured.latencies.p(50):6.2f} s   "
+                f"p95 {measured.latencies.p(95):6.2f} s   ({measured.orders} orders in {measured.seconds:.1f} s)"
+            )
+        ratio = system.per_second / chain.per_second if chain.per_second else 0.0
+        write(f"  ratio        system / naive = {ratio:.2f}")
+
+        tag = bench.new_tag()
+        before_rows = bench.table_rows()
+        empty = bench.claim_and_complete(options["samples"], f"{tag}-before")
+        filled_in = bench.fill_finished_tasks(options["fill"], tag)
+        try:
+            full = bench.claim_and_complete(options["samples"], f"{tag}-full")
+            full_rows = bench.table_rows()
+        finally:
+            bench.remove_filled_tasks(tag)
+        write("")
+        write(
+            f"claim + complete, {options['samples']} fresh tasks each (inserted {options['fill']:,} "
+            f"finished tasks in {filled_in:.1f} s):"
+        )
+        for label, rows, latencies in (("before", before_rows, empty), ("full", full_rows, full)):
+            write(
+                f"  {label:<6} {rows:>9,} rows   p50 {1000 * latencies.p(50):6.2f} ms   "
+                f"p95 {1000 * latencies.p(95):6.2f} ms   p99 {1000 * latencies.p(99):6.2f} ms"
+            )

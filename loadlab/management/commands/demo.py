@@ -1,0 +1,82 @@
+"""The main job: orders through the five agents on real workers, then the figures."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import connection
+from tqdm import tqdm
+
+from agents.outside import world
+from loadlab import workload
+from orchestration.registry import registry
+from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
+from orchestration.testing.fleet import BeatProcess, WorkerProcess
+
+
+class Command(BaseCommand):
+    help = "Place orders through the five agents on real Celery workers and print what happened."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--orders", type=int, default=1000)
+        parser.add_argument("--workers", type=int, default=2, help="agent worker processes")
+        parser.add_argument("--concurrency", type=int, default=2, help="pool size per agent worker")
+        parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every order to finish")
+
+    def handle(self, *args, orders: int, workers: int, concurrency: int, timeout: float, **options):
+        run = time.strftime("demo%Y%m%d%H%M%S")
+        install_periodic_jobs(all_periodic_jobs())
+        world.configure("gateway", transient_rate=0.03)
+        world.configure("carrier", transient_rate=0.02)
+        world.configure("provider", transient_rate=0.02)
+        catalogue = workload.seed_catalogue(run)
+        self.stdout.write(
+            f"{run}: {orders} orders over {len(catalogue)} products (2 scarce); "
+            "some customers are declined, some calls fail transiently or time out after taking effect"
+        )
+
+        # The demo's customers ask the simulated world for failures; its workers obey them.
+        env = {"SIMULATED_FAILURES": "true"}
+        fleet = [
+            WorkerProcess(registry.queues(), concurrency=concurrency, name=f"agents{i}", env=env)
+            for i in range(workers)
+        ]
+        fleet.append(WorkerProcess(["orchestration"], concurrency=1, name="maintenance", env=env))
+        fleet.append(BeatProcess(env=env))
+        for process in fleet:
+            process.start(wait=False)
+        for process in fleet:
+            process.wait_ready()
+        self.stdout.write(f"started {workers} agent workers x {concurrency}, 1 maintenance worker, 1 beat")
+
+        started = time.monotonic()
+        try:
+            with tqdm(total=orders, desc="placed  ", unit="order") as placed:
+                order_ids = workload.place_orders(run, orders, catalogue, on_placed=lambda _i: placed.update())
+            with tqdm(total=orders, desc="finished", unit="order") as done:
+                while (finished := workload.terminal_count(order_ids)) < orders:
+                    done.update(finished - done.n)
+                    if time.monotonic() - started > timeout:
+                        break
+                    time.sleep(0.5)
+                done.update(finished - done.n)
+            elapsed = time.monotonic() - started
+            if not workload.wait_until_quiet(timeout=180):
+                self.stderr.write("the system did not become quiet within 180 s; the check below will say why")
+        finally:
+            for process in fleet:
+                process.stop()
+            connection.close()
+
+        figures = workload.figures(order_ids, elapsed)
+        self.stdout.write("\nfinal states:")
+        for state, count in sorted(figures.by_state.items(), key=lambda item: -item[1]):
+            self.stdout.write(f"  {state:<20} {count:>6}")
+        self.stdout.write(
+            f"\nthroughput {figures.throughput:.1f} orders/s over {elapsed:.1f}s; order latency "
+            f"p50 {figures.percentile(50):.2f}s  p95 {figures.percentile(95):.2f}s  p99 {figures.percentile(99):.2f}s\n"
+        )
+        self.stdout.write("invariants:")
+        call_command("check_invariants", stdout=self.stdout, stderr=self.stderr)

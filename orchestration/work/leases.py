@@ -1,0 +1,119 @@
+"""What a running attempt holds, and how a heartbeat keeps it.
+
+A claim gives an attempt four things, and each ends with the lease unless the handler
+heartbeats: the lease in the task row (the sweep reclaims it when it runs out), its guard
+slots (semaphore entries in Redis that expire with the lease), its deadline in this process
+(LeaseExpired in the handler), and its database session (the server ends a transaction left
+idle for DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS). A heartbeat moves all four together;
+a process that stops heartbeating (frozen, stuck, cut off) loses all four, and its late
+completion is fenced out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.pq import TransactionStatus
+
+from orchestration.conf import kernel_settings
+from orchestration.errors import LeaseExpired, LeaseLost
+from orchestration.limits.admission import Admission
+from orchestration.work import lifecycle
+from orchestration.work.autonomous import run_autonomously
+from orchestration.work.deadline import Deadline
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class AttemptLease:
+    """One attempt's lease, guard slots, deadline and database session, moved by heartbeats."""
+
+    def __init__(self, task_id: int, fence: int, seconds: int, *, claimed_at: float):
+        self.task_id = task_id
+        self.fence = fence
+        self.seconds = seconds
+        self.deadline = Deadline(seconds, kernel_settings().max_runtime_seconds, start=claimed_at)
+        self.admission: Admission | None = None  # set once the guards let the attempt in
+        # The handler's own connection (Django's connections are per thread): the one whose
+        # transaction holds the handler's locks until completion.
+        self._session = connections[DEFAULT_DB_ALIAS]
+
+    def run(self, handler: Callable[..., T], *args: Any) -> T:
+        """Run the handler under the deadline."""
+        with self.deadline.enforced():
+            return handler(*args)
+
+    def heartbeat(self, checkpoint: Any = lifecycle.UNSET) -> None:
+        """Extend the lease, the guard slots, the deadline and the session's idle clock; save
+        the checkpoint on its own connection. Raises LeaseLost when the lease is gone."""
+        started = time.monotonic()  # before the lease moves: our deadline never outlasts it
+        kept = run_autonomously(
+            lifecycle.heartbeat, self.task_id, self.fence, lease_seconds=self.seconds, checkpoint=checkpoint
+        )
+        if not kept:
+            raise LeaseLost(f"task {self.task_id}: lease lost (fence {self.fence})")
+        if self.admission is not None and not self.admission.extend(self.seconds):
+            raise LeaseExpired(f"task {self.task_id}: its guard slot expired and was taken by another holder")
+        self.deadline.extend(started + self.seconds)
+        self._touch_session()
+
+    def beat_interval(self) -> float:
+        """A third of the shorter of the lease and the database's idle-in-transaction timeout:
+        two beats may be lost or late before either runs out."""
+        idle = kernel_settings().idle_in_transaction_seconds
+        return min(self.seconds, idle or self.seconds) / 3
+
+    @contextmanager
+    def keeping_alive(self) -> Iterator[None]:
+        """Heartbeat from a background thread while the block runs (a slow outside call).
+
+        The thread touches the database only through run_autonomously's own connections and,
+        for the idle clock, the handler's connection (psycopg connections are thread-safe); it
+        never opens a Django connection of its own. If the process freezes, the thread freezes
+        with it: the lease, the slots and the session still run out.
+        """
+        interval = self.beat_interval()
+        stop = threading.Event()
+        lost: list[BaseException] = []
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.heartbeat()
+                except (LeaseLost, LeaseExpired) as error:
+                    lost.append(error)
+                    return
+                except Exception:  # the database or Redis is restarting: the next beat may do
+                    logger.warning(
+                        "heartbeat of task %s failed; next try in %.1f s", self.task_id, interval, exc_info=True
+                    )
+
+        thread = threading.Thread(target=beat, name=f"keep-alive-{self.task_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if lost:
+            raise lost[0]
+
+    def _touch_session(self) -> None:
+        """Reset the idle clock of the handler's open transaction: the server then ends only
+        sessions whose handler stopped heartbeating."""
+        raw = self._session.connection
+        if raw is None or raw.closed or raw.info.transaction_status != TransactionStatus.INTRANS:
+            return
+        try:
+            raw.execute("SELECT 1")
+        except psycopg.Error:  # already ended or failed: the handler's next statement says so
+            logger.debug("could not touch the session of task %s", self.task_id, exc_info=True)

@@ -1,0 +1,99 @@
+"""The load, chaos and benchmark commands, in small runs on real workers and servers: what the
+user sees is the figures, the HTML report, and a chaos run that loses and doubles nothing."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from agents.outside.models import GatewayEntry
+from devservers.stack import LocalServers
+from loadlab.chaos import restartable
+from orchestration.models import AgentTask
+from orders.models import Product
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(command: str, **options) -> str:
+    out = io.StringIO()
+    call_command(command, stdout=out, **options)
+    return out.getvalue()
+
+
+def test_loadtest_prints_the_figures_and_writes_a_report_with_plots(redis_client, tmp_path):
+    report = tmp_path / "load.html"
+
+    out = run("loadtest", orders=20, rate=20, ramp_up=1, latency_ms=20, report=report)
+
+    assert "orders placed      20 of 20" in out
+    for figure in ("throughput", "success rate", "p50", "p95", "p99", "retries", "reclaims", "peak worker memory"):
+        assert figure in out
+    for agent in ("order", "inventory", "payment", "fulfillment", "notification"):
+        assert re.search(rf"^  {agent} +n=\d+ +p50 .* ms +p95 .* ms", out, re.MULTILINE), agent
+    assert out.count("  ok   ") == 7
+    html = report.read_text()
+    for title in ("Throughput over time", "Latency over time", "Latency histogram"):
+        assert f'<img alt="{title}" src="data:image/png;base64,' in html
+
+
+def test_loadtest_names_the_option_it_cannot_use(transactional_db):
+    with pytest.raises(CommandError, match="transient-rate must be between 0 and 1"):
+        run("loadtest", orders=5, transient_rate=2)
+    with pytest.raises(CommandError, match="orders must be at least 1"):
+        run("loadtest", orders=0)
+    with pytest.raises(CommandError, match="pay-timeouts must be between 0 and 1"):
+        run("loadtest", orders=5, pay_timeouts=1.5)
+
+
+def test_chaos_kills_workers_restarts_both_servers_and_loses_nothing(redis_client, tmp_path):
+    out = run(
+        "chaos",
+        orders=30,
+        rate=10,
+        kill_every=2,
+        restart_redis_at=0.1,
+        restart_postgres_at=0.3,
+        lease_seconds=5,
+        pay_timeouts=0.1,  # with this seed, 5 charges and 1 booking die after taking effect
+        ship_timeouts=0.1,
+        report=tmp_path / "chaos.html",
+    )
+
+    assert "SIGKILL" in out
+    assert "PAYMENT_FAILED: RetryableError: gateway timed out (simulated) after taking effect" in out
+    assert "CANCELLED: RetryableError: carrier timed out (simulated) after taking effect" in out
+    assert re.search(r"restarted redis on port \d+", out)
+    assert re.search(r"restarted postgres on port \d+", out)
+    assert "orders accepted    30" in out
+    assert "lost               0  (must be 0)" in out
+    assert "duplicated effects 0  (must be 0)" in out
+    assert "invariants         7 of 7 hold" in out
+
+
+def test_chaos_leaves_alone_servers_it_did_not_start(tmp_path):
+    elsewhere = LocalServers(tmp_path)
+    assert restartable(elsewhere.redis) == f"no local redis server runs under {tmp_path}"
+
+    ours = LocalServers()
+    with override_settings(REDIS_URL="redis://redis.internal:6379/0"):
+        assert restartable(ours.redis) == "REDIS_URL points at a server the project did not start"
+    assert restartable(ours.redis) == ""
+
+
+def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(redis_client):
+    out = run("bench", orders=10, fill=5000, samples=20)
+
+    assert re.search(r"^  system +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
+    assert re.search(r"^  naive chain +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
+    assert re.search(r"ratio +system / naive = \d+\.\d\d", out)
+    assert re.search(r"^  before .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)
+    assert re.search(r"^  full .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)
+    # The naive chain's effects and the filler rows are gone: later checks are not about the benchmark.
+    assert not GatewayEntry.objects.filter(order_ref__contains="-naive-").exists()
+    assert not Product.objects.filter(sku__contains="-naive-").exists()
+    assert not AgentTask.objects.filter(agent__startswith="bench").exists()

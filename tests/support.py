@@ -1,0 +1,47 @@
+"""Helpers shared by the tests of every app (fixtures live in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from django.conf import settings
+
+from orchestration.testing.fleet import database_url
+from orders.models import Order
+from orders.states import TERMINAL_STATES
+
+# The password of the operators the admin tests create (and the browser tests type).
+OPERATOR_PASSWORD = "a-long-operator-pass-123"
+# Every agent queue of the order workflow, for a worker that runs them all.
+AGENT_QUEUES = ["agent.order", "agent.inventory", "agent.payment", "agent.fulfillment", "agent.notification"]
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = ""):
+    """Poll until ``condition()`` is truthy and return it; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what or condition}")
+
+
+def child_environment() -> dict[str, str]:
+    """What a worker process needs to see the test database and the test settings."""
+    return {
+        "DATABASE_URL": database_url(),  # the test database, password and all
+        "REDIS_URL": settings.REDIS_URL,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+
+
+def finish(order: Order, timeout: float = 45) -> Order:
+    wait_until(
+        lambda: Order.objects.get(pk=order.pk).state in TERMINAL_STATES,
+        timeout=timeout,
+        what=f"order {order.pk} to finish",
+    )
+    return Order.objects.get(pk=order.pk)
