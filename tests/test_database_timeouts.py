@@ -18,6 +18,7 @@ from agents.invariants import check_all
 from agents.outside import world
 from agents.placement import place_order
 from orchestration.enqueue import enqueue
+from orchestration.fleet import database_url
 from orchestration.guards import redis_client
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus
 from orders.models import Order, Product
@@ -66,7 +67,7 @@ def session_timeouts(**env: str) -> dict[str, str]:
 
 
 def test_a_connection_to_any_database_url_gets_the_session_timeouts(transactional_db):
-    url = conftest.test_database_url()  # not the server's own settings: the client asks for them
+    url = database_url()  # the test database; not the server's own settings: the client asks for them
 
     assert session_timeouts(DATABASE_URL=url, AGENT_TASK_DEFAULT_LEASE_SECONDS="120") == {
         "lock_timeout": "20s",
