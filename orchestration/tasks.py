@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 @shared_task(name="orchestration.run_agent_task", bind=True, acks_late=True, ignore_result=True)
 def run_agent_task(self, *args, task_id=None, **unexpected) -> str:
     """Wake-up for agent task ``task_id``: claim it, run it, complete it, or do nothing."""
-    workers.start_heartbeat(_queue_of(self))
+    workers.start_heartbeat()
     if args or unexpected or not isinstance(task_id, int) or isinstance(task_id, bool):
         return _dead_letter_poison_message(self, args, task_id, unexpected)
     return runner.run_task(task_id, queue=_queue_of(self))
@@ -72,6 +72,12 @@ def republish_lost_messages() -> int:
 @shared_task(name="orchestration.prune_finished_tasks", ignore_result=True)
 def prune_finished_tasks() -> int:
     return sweeps.prune_finished_tasks()
+
+
+@celeryd_after_setup.connect
+def _on_worker_setup(sender=None, instance=None, **_kwargs) -> None:
+    # After -Q is applied and before the pool forks, so every pool process inherits them.
+    workers.remember_queues(list(instance.app.amqp.queues.consume_from))
 
 
 @worker_process_init.connect

@@ -112,12 +112,13 @@ def test_a_poison_message_is_dead_lettered_and_the_worker_lives_on(start_worker)
 
 
 def test_live_workers_keep_a_heartbeat_row_and_silent_ones_show_as_gone(start_worker):
-    start_worker(["agent.testkit"])
+    start_worker(["agent.testkit", "agent.listener"])
     task, _ = enqueue("testkit", "record", {"key": "hb"}, idempotency_key="hb")
     wait_until(lambda: task_status(task.pk) == TaskStatus.SUCCEEDED)
 
     row = wait_until(lambda: Worker.objects.filter(last_seen_at__gte=task.created_at).first())
     assert row.is_alive()
+    assert row.queues == "agent.listener,agent.testkit"  # what the operators' workers page shows
     claimed_by = AgentTask.objects.get(pk=task.pk).claimed_by
     assert claimed_by.endswith(f":{row.pid}") or Worker.objects.filter(name=claimed_by).exists()
 
