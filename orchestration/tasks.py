@@ -87,9 +87,10 @@ def _on_pool_process_start(**_kwargs) -> None:
 
 @worker_ready.connect
 def _on_worker_ready(sender=None, **_kwargs) -> None:
-    # Thread and solo pools run tasks in the main process, which has no pool init.
-    pool = getattr(getattr(sender, "pool_cls", None), "__name__", "") if sender else ""
-    if "prefork" not in pool.lower():
+    # Thread and solo pools run tasks in the main process, which has no pool init. Under
+    # prefork the main process runs none: only its pool processes keep a row.
+    pool = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    if "prefork" not in getattr(pool, "__module__", ""):
         workers.start_heartbeat()
 
 

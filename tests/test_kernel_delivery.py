@@ -112,13 +112,15 @@ def test_a_poison_message_is_dead_lettered_and_the_worker_lives_on(start_worker)
 
 
 def test_live_workers_keep_a_heartbeat_row_and_silent_ones_show_as_gone(start_worker):
-    start_worker(["agent.testkit", "agent.listener"])
+    worker = start_worker(["agent.testkit", "agent.listener"])
     task, _ = enqueue("testkit", "record", {"key": "hb"}, idempotency_key="hb")
     wait_until(lambda: task_status(task.pk) == TaskStatus.SUCCEEDED)
 
     row = wait_until(lambda: Worker.objects.filter(last_seen_at__gte=task.created_at).first())
     assert row.is_alive()
     assert row.queues == "agent.listener,agent.testkit"  # what the operators' workers page shows
+    assert row.pid in worker.pool_pids()  # a pool process; the prefork main process runs no task
+    assert not Worker.objects.filter(pid=worker.pid).exists()
     claimed_by = AgentTask.objects.get(pk=task.pk).claimed_by
     assert claimed_by.endswith(f":{row.pid}") or Worker.objects.filter(name=claimed_by).exists()
 
