@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
-from celery.signals import celeryd_after_setup, worker_process_init, worker_process_shutdown, worker_ready
-from django.db import transaction
+from celery.signals import celeryd_after_setup, task_prerun, worker_process_init, worker_process_shutdown, worker_ready
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestration import runner, sweeps, workers
@@ -72,6 +72,22 @@ def republish_lost_messages() -> int:
 @shared_task(name="orchestration.prune_finished_tasks", ignore_result=True)
 def prune_finished_tasks() -> int:
     return sweeps.prune_finished_tasks()
+
+
+@task_prerun.connect
+def _drop_a_connection_left_mid_transaction(**_kwargs) -> None:
+    """A time limit that fires inside a statement (a COMMIT waiting on a lock held by a cut-off
+    host, say) can leave Django believing it is inside a transaction on a connection psycopg
+    has closed; closing is then a no-op, and every later task of the process fails with "the
+    connection is closed". No task starts inside a transaction, so drop that state and reconnect."""
+    if connection.in_atomic_block or connection.closed_in_transaction:
+        logger.warning("dropping a database connection an interrupted statement left mid-transaction")
+        connection.in_atomic_block = False
+        connection.closed_in_transaction = False
+        connection.needs_rollback = False
+        connection.savepoint_ids = []
+        connection.atomic_blocks = []
+        connection.close()
 
 
 @celeryd_after_setup.connect

@@ -14,13 +14,13 @@ from tests.kernelapp.models import Effect, StepLog
 
 
 def record(context) -> dict:
-    """Write an Effect; optionally sleep first, fail N times, or fail for good."""
+    """Write an Effect (through a gate, if named); optionally sleep, fail N times, or fail for good."""
     payload = context.payload
     if payload.get("permanent"):
         raise PermanentError(f"refused {payload['key']}")
     if context.attempt <= payload.get("fail_times", 0):
         raise RetryableError(f"transient failure {context.attempt} for {payload['key']}")
-    Effect.objects.create(key=payload["key"], pid=os.getpid(), attempt=context.attempt)
+    Effect.objects.create(key=payload["key"], pid=os.getpid(), attempt=context.attempt, gate_id=payload.get("gate"))
     time.sleep(payload.get("sleep", 0))
     if payload.get("emit"):
         context.emit("testkit.recorded", {"key": payload["key"]})
