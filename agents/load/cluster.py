@@ -56,12 +56,14 @@ class HostsRun:
 
     hosts: int
     result: LoadResult
-    attempts_by_host: dict[str, int]  # from the spans in the database
+    attempts_by_host: dict[str, int]  # from the spans in the database, since the run began
     scraped_by_host: dict[str, float]  # agent_task_attempts_total from each host's exporter
     live_workers: list[Worker] = field(default_factory=list)  # as the admin showed them mid-run
     partition: PartitionPlan | None = None
     outcome: ChaosReport | None = None
     cut_off_attempts: dict[str, int] = field(default_factory=dict)  # the cut host's interrupted spans, by status
+    cut_at: datetime | None = None
+    healed_at: datetime | None = None
 
     @property
     def per_second(self) -> float:
@@ -73,8 +75,10 @@ def host_of(worker: str) -> str:
     return worker.rpartition(":")[0] or worker
 
 
-def attempts_by_host(result: LoadResult) -> dict[str, int]:
-    spans = TaskAttempt.objects.filter(correlation_id__in=measures.correlation_ids(result.order_ids))
+def attempts_by_host(since: datetime) -> dict[str, int]:
+    """Attempts started since ``since``, by the host of the worker that made each (all the work
+    the hosts did, an earlier run's leftovers too, as their exporters count it)."""
+    spans = TaskAttempt.objects.filter(started_at__gte=since)
     counted: Counter[str] = Counter()
     for worker, count in spans.values("worker").annotate(n=Count("pk")).values_list("worker", "n"):
         counted[host_of(worker)] += count
@@ -136,7 +140,7 @@ class Observer:
                     self.live_workers = figures.live_workers()
                 if self.plan is None or self.healed_at is not None:
                     continue
-                if self.cut_at is None and self.reached(self.plan.at):
+                if self.cut_at is None and self.reached(self.plan.at) and self.host_is_busy():
                     self.cluster.cut(self.host, self.plan.links)
                     self.cut_at = timezone.now()
                     self.note(f"cut {self.plan.describe()}")
@@ -146,6 +150,11 @@ class Observer:
             self.note(f"observer failed: {type(error).__name__}: {error}")
         finally:
             self.heal()
+
+    def host_is_busy(self) -> bool:
+        """The host is running attempts: a cut now leaves claims behind it."""
+        running = TaskAttempt.objects.filter(status=AttemptStatus.RUNNING)
+        return running.filter(worker__startswith=f"{self.host.name}:").exists()
 
     def heal(self) -> None:
         if self.cut_at is None or self.healed_at is not None:
@@ -208,6 +217,7 @@ def run_on_hosts(
             cluster.start_exporter(host)
     scraped_before = {host.name: scraped_attempts(cluster, host) for host in hosts}
     observers: list[Observer] = []
+    began = timezone.now()
 
     def observe(_fleet: Fleet, bar: Progress) -> Callable[[bool], None]:
         observers.append(Observer(cluster, bar, spec.orders, plan))
@@ -221,7 +231,7 @@ def run_on_hosts(
     hosts_run = HostsRun(
         hosts=count,
         result=result,
-        attempts_by_host=attempts_by_host(result),
+        attempts_by_host=attempts_by_host(began),
         scraped_by_host={host.name: scraped_attempts(cluster, host) - scraped_before[host.name] for host in hosts},
         live_workers=observer.live_workers,
         partition=plan,
@@ -229,6 +239,7 @@ def run_on_hosts(
     if plan is not None:
         hosts_run.outcome = chaos_report(result, observer.happenings)
         hosts_run.cut_off_attempts = observer.interrupted_attempts(result)
+        hosts_run.cut_at, hosts_run.healed_at = observer.cut_at, observer.healed_at
     return hosts_run
 
 
@@ -280,8 +291,9 @@ def partition_lines(run: HostsRun) -> list[str]:
     interrupted = ", ".join(f"{count} {status}" for status, count in sorted(run.cut_off_attempts.items()))
     lines.append(f"attempts running on host-{run.partition.host} when it was cut: {interrupted or 'none'}")
     lines.append(
-        f"  ({AttemptStatus.RECLAIMED}: the sweep took the task back and another host finished it; "
-        f"{AttemptStatus.FENCED_OUT}: its late completion was refused and rolled back)"
+        f"  ({AttemptStatus.RECLAIMED}: the sweep took the task back after its lease; "
+        f"{AttemptStatus.FENCED_OUT}: its late completion was refused and rolled back; "
+        f"{AttemptStatus.RETRYING}: the host recorded a failure itself, through the link it still had)"
     )
     lines.append("attempts by host: " + ", ".join(f"{host} {n}" for host, n in run.attempts_by_host.items()))
     return lines

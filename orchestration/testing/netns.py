@@ -76,7 +76,7 @@ def ip(*args: str, check: bool = True) -> str:
 def why_unavailable() -> str:
     """Why hosts cannot be made on this machine, or "" when they can."""
     if os.geteuid() != 0:
-        return "needs root for network namespaces: run it as root (CI does), e.g. `sudo make cluster`"
+        return "needs root for network namespaces: run as root (CI does), e.g. `sudo make cluster` or `sudo make test`"
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
         if shutil.which(tool) is None:
             return f"needs `{tool}` ({package}) on PATH"
@@ -308,7 +308,7 @@ def main(argv: list[str]) -> int:
         return 2
     reason = why_unavailable()
     if reason:
-        print(f"hosts on this machine: {reason}", file=sys.stderr)
+        print(f"worker hosts on this machine {reason}", file=sys.stderr)
         return 1
     if argv == ["sweep"]:
         network = Network()

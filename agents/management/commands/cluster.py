@@ -62,7 +62,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         reason = why_unavailable()
         if reason:
-            raise CommandError(f"cluster {reason}")
+            raise CommandError(f"worker hosts on this machine {reason}")
         # Short leases, so a cut host's claims come back within the run; the cut outlasts them.
         spec = spec_from(options, lease_seconds=options["lease_seconds"] or 10)
         options["cut_seconds"] = options["cut_seconds"] or 3 * spec.lease_seconds
