@@ -17,13 +17,16 @@ from django.urls import reverse
 from agents.load.chaos import chaos_report
 from agents.load.cluster import LINKS, PartitionPlan, open_cluster, run_on_hosts
 from agents.load.loadtest import NO_FAILURES, LoadSpec
+from orchestration.enqueue import enqueue
 from orchestration.fleet import Fleet
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, Worker
 from orchestration.registry import registry
+from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 from orchestration.testing.hosts import NetworkError
 from orchestration.testing.netns import PREFIX, Network, Service, links, namespace_pids, namespaces, why_unavailable
 from settings.localservers import pid_is_alive
 from tests.conftest import wait_until
+from tests.kernelapp.models import Effect
 
 UNAVAILABLE = why_unavailable()
 pytestmark = [
@@ -96,7 +99,39 @@ def test_the_admin_shows_the_live_workers_of_each_host(cluster, client):
         assert "agent.payment" in page  # with the queues each consumes
 
 
-def test_a_host_cut_off_past_its_lease_is_finished_elsewhere_once_and_fenced_out_after_the_heal(cluster):
+def test_a_host_cut_off_past_its_lease_is_finished_elsewhere_once_and_its_late_completion_fenced_out(cluster):
+    # Given host-2 in a slow outside call for a task with a 3 s lease, on a thread pool (no time
+    # limit cuts its handler short), and the sweeps running on the control host
+    host_1, host_2 = cluster.add_hosts(2)
+    install_periodic_jobs(all_periodic_jobs())
+    Fleet([cluster.worker(cluster.control, ["orchestration"], name="maintenance"), cluster.beat()]).start()
+    cluster.worker(host_2, ["agent.testkit"], pool="threads", concurrency=2).start()
+    task, _ = enqueue("testkit", "call_then_record", {"key": "away", "sleep": 15}, idempotency_key="away")
+    wait_until(
+        lambda: TaskAttempt.objects.filter(task=task, worker__startswith="host-2:").exists(),
+        timeout=30,
+        what="host-2 to claim the task",
+    )
+
+    # When host-2 is cut off from everything past the lease, and host-1 is there to take over
+    cluster.cut(host_2)
+    cluster.worker(host_1, ["agent.testkit"]).start()
+    wait_until(lambda: AgentTask.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED, timeout=60)
+    cluster.heal(host_2)
+
+    # Then host-1 finished it, once; host-2's completion, late, is refused and says so
+    first = wait_until(
+        lambda: TaskAttempt.objects.filter(task=task, number=1, status=AttemptStatus.FENCED_OUT).first(),
+        timeout=90,
+        what="host-2's late completion",
+    )
+    assert first.worker.startswith("host-2:")
+    second = TaskAttempt.objects.get(task=task, number=2)
+    assert second.worker.startswith("host-1:") and second.status == AttemptStatus.SUCCEEDED
+    assert list(Effect.objects.filter(key="away").values_list("attempt", flat=True)) == [2]
+
+
+def test_orders_through_a_host_cut_off_past_its_lease_end_with_nothing_lost_or_done_twice(cluster):
     plan = PartitionPlan(host=2, links=LINKS, at=0.1, seconds=3 * SPEC.lease_seconds)
 
     outcome = run(cluster, 2, plan=plan)

@@ -27,6 +27,17 @@ def record(context) -> dict:
     return {"pid": os.getpid(), "attempt": context.attempt}
 
 
+def call_then_record(context) -> dict:
+    """A slow outside call on the first attempt (``sleep`` seconds), then an Effect. As a
+    compensating operation it spends no budget step, so no transaction is open while it waits:
+    a host cut off meanwhile comes back with a live connection and its late completion reaches
+    the database."""
+    if context.attempt == 1:
+        time.sleep(context.payload["sleep"])
+    Effect.objects.create(key=context.payload["key"], pid=os.getpid(), attempt=context.attempt)
+    return {"attempt": context.attempt}
+
+
 def long_job(context) -> dict:
     """Numbered steps with a checkpoint after each: a re-run resumes where it stopped."""
     key, steps = context.payload["key"], context.payload["steps"]
@@ -106,6 +117,7 @@ register(
             Operation("record", record, max_attempts=3, dead_event="testkit.record_failed"),
             Operation("slow_record", record, lease_seconds=3, max_attempts=3),
             Operation("long_job", long_job, lease_seconds=3, max_attempts=5),
+            Operation("call_then_record", call_then_record, lease_seconds=3, max_attempts=5, compensation=True),
         ),
         emits=frozenset({"testkit.recorded", "testkit.record_failed"}),
         writes=frozenset({"kernelapp.Effect"}),
