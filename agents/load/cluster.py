@@ -254,10 +254,10 @@ def open_cluster(spec: LoadSpec, log_dir: Path) -> Cluster:
 
 
 def table_lines(runs: list[HostsRun]) -> list[str]:
-    """Orders/s per host count, with each host's share of the attempts (from the spans, and as
-    Prometheus scraped it from that host's exporter)."""
+    """Orders/s per host count (and against the first row), with each host's share of the attempts:
+    from the spans, and (in brackets) as Prometheus scraped it from that host's exporter."""
     base = runs[0].per_second if runs else 0.0
-    lines = ["", "hosts  orders  seconds  orders/s  x 1 host  invariants  attempts by host: spans (scraped)"]
+    lines = ["", "hosts  orders  seconds  orders/s  x first  invariants  attempts by host: spans (scraped)"]
     for run in runs:
         holding = sum(invariant.holds for invariant in run.result.invariants)
         shares = ", ".join(
@@ -266,7 +266,7 @@ def table_lines(runs: list[HostsRun]) -> list[str]:
         )
         lines.append(
             f"{run.hosts:>5}  {run.result.placed:>6}  {run.result.seconds:>7.1f}  {run.per_second:>8.1f}  "
-            f"{run.per_second / base if base else 0:>8.2f}  {holding} of {len(run.result.invariants):<5}  {shares}"
+            f"{run.per_second / base if base else 0:>7.2f}  {holding} of {len(run.result.invariants):<5}  {shares}"
         )
     return lines
 
