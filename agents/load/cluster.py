@@ -212,7 +212,7 @@ def run_on_hosts(
 ) -> HostsRun:
     """One load run on ``count`` worker hosts (added as needed), with a partition if planned."""
     hosts = cluster.add_hosts(count)
-    for host in hosts:
+    for host in [cluster.control, *hosts]:  # the control host's exporter counts the sweeps' reclaims
         if host.name not in cluster.exporters:
             cluster.start_exporter(host)
     scraped_before = {host.name: scraped_attempts(cluster, host) for host in hosts}
@@ -293,7 +293,8 @@ def partition_lines(run: HostsRun) -> list[str]:
     lines.append(
         f"  ({AttemptStatus.RECLAIMED}: the sweep took the task back after its lease; "
         f"{AttemptStatus.FENCED_OUT}: its late completion was refused and rolled back; "
-        f"{AttemptStatus.RETRYING}: the host recorded a failure itself, through the link it still had)"
+        f"{AttemptStatus.RETRYING}: the host recorded the attempt's failure itself, over a link it kept "
+        "or after the heal, before the sweep took the task back)"
     )
     lines.append("attempts by host: " + ", ".join(f"{host} {n}" for host, n in run.attempts_by_host.items()))
     return lines

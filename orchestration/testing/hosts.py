@@ -203,8 +203,12 @@ class Cluster:
             return response.read().decode()
 
     def write_scrape_targets(self, path: Path) -> Path:
-        """A Prometheus file_sd file naming every worker host's exporter."""
-        targets = [{"targets": [self.scrape_target(host)], "labels": {"host": host.name}} for host in self.hosts]
+        """A Prometheus file_sd file naming every host's exporter."""
+        targets = [
+            {"targets": [self.scrape_target(host)], "labels": {"host": host.name}}
+            for host in self.network.hosts
+            if host.name in self.exporters
+        ]
         path.write_text(json.dumps(targets, indent=2) + "\n")
         return path
 

@@ -235,7 +235,8 @@ class Network:
         if self._lock_file is None:
             return
         try:
-            sweep(self.prefix)
+            with _signals_held():  # a second Ctrl-C must not cut the clean-up short
+                sweep(self.prefix)
         finally:
             self.hosts.clear()
             self._lock_file.close()  # releases the lock
@@ -266,6 +267,20 @@ class Network:
 _open_networks: list[Network] = []
 _previous_handlers: dict[int, object] = {}
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _signals_held():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = (signal.SIGINT, *EXIT_SIGNALS)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _exit_on_signal(signum, _frame) -> None:
