@@ -327,7 +327,11 @@ def main(argv: list[str]) -> int:
         return 1
     if argv == ["sweep"]:
         network = Network()
-        network._take_lock()
+        try:
+            network._take_lock()
+        except NetworkError as error:
+            print(error, file=sys.stderr)
+            return 1
         try:
             for line in sweep(network.prefix) or ["nothing to remove"]:
                 print(line)
