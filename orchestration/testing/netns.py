@@ -74,16 +74,16 @@ def ip(*args: str, check: bool = True) -> str:
 
 
 def why_unavailable() -> str:
-    """Why hosts cannot be made on this machine, or "" when they can."""
+    """Why worker hosts cannot be made on this machine ("need root ..."), or "" when they can."""
     if os.geteuid() != 0:
-        return "needs root for network namespaces: run as root (CI does), e.g. `sudo make cluster` or `sudo make test`"
+        return "need root for network namespaces: run as root (CI does), e.g. `sudo make cluster` or `sudo make test`"
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux")):
         if shutil.which(tool) is None:
-            return f"needs `{tool}` ({package}) on PATH"
+            return f"need `{tool}` ({package}) on PATH"
     # Anonymous namespaces: nothing to clean up if this fails half-way.
     probe = subprocess.run(["unshare", "--net", "--uts", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
-        return f"network namespaces are not permitted here ({probe.stderr.strip() or 'unshare failed'})"
+        return f"cannot be made: network namespaces are not permitted here ({probe.stderr.strip() or 'unshare failed'})"
     return ""
 
 
