@@ -28,6 +28,7 @@ import fcntl
 import glob
 import hashlib
 import importlib.util
+import ipaddress
 import os
 import pwd
 import re
@@ -233,6 +234,9 @@ class Server:
 
     name: str
     run_dir: Path
+    # Link addresses (with their prefix, "169.254.10.1/24") to listen on besides loopback: the
+    # cluster harness's links (orchestration.testing), for one run. Never a public interface.
+    listen: tuple[str, ...] = ()
 
     binary_name = ""  # what the server's command line contains, to recognise our own process
     stop_signal = signal.SIGTERM
@@ -274,6 +278,10 @@ class Server:
 
     def is_running(self) -> bool:
         return self.pid is not None and self.port is not None and port_is_open(self.port)
+
+    @property
+    def listen_hosts(self) -> list[str]:
+        return ["127.0.0.1", *(str(ipaddress.ip_interface(address).ip) for address in self.listen)]
 
     def choose_port(self) -> int:
         """Keep the port of earlier runs so URLs stay stable, unless someone else took it."""
@@ -399,6 +407,7 @@ class PostgresServer(Server):
             stale_lock.unlink(missing_ok=True)
         port = self.choose_port()
         (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
+        links = self.hba_with_links()
         self.hand_over_to_server_user()
         if not self.password_is_set():
             self.set_password(bindir)
@@ -410,7 +419,8 @@ class PostgresServer(Server):
                 "-p",
                 str(port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={','.join(self.listen_hosts)}",
+                *links,
                 "-c",
                 f"unix_socket_directories={self.home}",
                 "-c",
@@ -433,6 +443,19 @@ class PostgresServer(Server):
         if not self.ready_marker.exists():
             self.create_database()
             self.ready_marker.write_text("ok\n")
+
+    def hba_with_links(self) -> list[str]:
+        """With link addresses to listen on: a pg_hba.conf that also lets clients in from those
+        links, with loopback's method (options for postgres; none without links)."""
+        if not self.listen:
+            return []
+        base = (self.data_dir / "pg_hba.conf").read_text()
+        loopback = re.search(r"^host\s+all\s+all\s+127\.0\.0\.1/32\s+(\S+)", base, re.MULTILINE)
+        method = loopback.group(1) if loopback else "trust"
+        lines = [f"host all all {ipaddress.ip_interface(address).network} {method}" for address in self.listen]
+        path = self.home / "pg_hba.links.conf"
+        path.write_text(base + "\n# the cluster harness's links, for this run\n" + "\n".join(lines) + "\n")
+        return ["-c", f"hba_file={path}"]
 
     def initialise(self, bindir: Path) -> None:
         if self.home.exists():
@@ -568,7 +591,7 @@ class RedisServer(Server):
                 "--port",
                 str(port),
                 "--bind",
-                "127.0.0.1",
+                *self.listen_hosts,
                 "--dir",
                 str(self.home),
                 "--daemonize",
@@ -618,10 +641,10 @@ class RedisServer(Server):
 
 
 class LocalServers:
-    def __init__(self, run_dir: Path | None = None):
+    def __init__(self, run_dir: Path | None = None, listen: tuple[str, ...] = ()):
         self.run_dir = (run_dir or default_run_dir()).resolve()
-        self.postgres = PostgresServer("postgres", self.run_dir)
-        self.redis = RedisServer("redis", self.run_dir)
+        self.postgres = PostgresServer("postgres", self.run_dir, listen)
+        self.redis = RedisServer("redis", self.run_dir, listen)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
