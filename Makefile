@@ -6,7 +6,7 @@ PY := $(BIN)/python
 SERVERS := $(PY) -m devservers
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint format demo loadtest chaos bench up servers-start servers-stop servers-status clean
+.PHONY: venv test lint format demo loadtest chaos bench cluster up servers-start servers-stop servers-status clean
 
 venv: $(VENV)/.installed
 
@@ -41,6 +41,13 @@ loadtest chaos bench: venv
 	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py $@ $(ARGS)'
 
+# Worker hosts as network namespaces of this machine (needs root), on servers of their own that
+# listen on the hosts' links for the run (BENCHMARKS.md, docs/scale-out.md).
+cluster: venv
+	@$(PY) -m orchestration.testing.netns check
+	LOCAL_SERVERS_DIR=$(CURDIR)/.run/cluster $(SERVERS) run -- \
+		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py cluster $(ARGS)'
+
 # Flower is never open: without FLOWER_BASIC_AUTH (user:password) this run gets a fresh password.
 up: venv
 	@if [ -z "$$FLOWER_BASIC_AUTH" ]; then \
@@ -67,4 +74,5 @@ servers-status: venv
 clean:
 	-LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) stop
 	-LOCAL_SERVERS_DIR=$(CURDIR)/.run/test $(SERVERS) stop
+	-LOCAL_SERVERS_DIR=$(CURDIR)/.run/cluster $(SERVERS) stop
 	rm -rf .run

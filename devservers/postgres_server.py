@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import pwd
 import re
@@ -78,6 +79,7 @@ class PostgresServer(Server):
             stale_lock.unlink(missing_ok=True)
         port = self.choose_port()
         (self.data_dir / "pg_hba.conf").write_text(PG_HBA)
+        links = self.hba_with_links()
         self.hand_over_to_server_user()
         if not self.password_is_set():
             self.set_password(bindir)
@@ -89,7 +91,8 @@ class PostgresServer(Server):
                 "-p",
                 str(port),
                 "-c",
-                "listen_addresses=127.0.0.1",
+                f"listen_addresses={','.join(self.listen_hosts)}",
+                *links,
                 "-c",
                 f"unix_socket_directories={self.home}",
                 "-c",
@@ -112,6 +115,19 @@ class PostgresServer(Server):
         if not self.ready_marker.exists():
             self.create_database()
             self.ready_marker.write_text("ok\n")
+
+    def hba_with_links(self) -> list[str]:
+        """With link addresses to listen on: a pg_hba.conf that also lets clients in from those
+        links, with loopback's method (options for postgres; none without links)."""
+        if not self.listen:
+            return []
+        base = (self.data_dir / "pg_hba.conf").read_text()
+        loopback = re.search(r"^host\s+all\s+all\s+127\.0\.0\.1/32\s+(\S+)", base, re.MULTILINE)
+        method = loopback.group(1) if loopback else "trust"
+        lines = [f"host all all {ipaddress.ip_interface(address).network} {method}" for address in self.listen]
+        path = self.home / "pg_hba.links.conf"
+        path.write_text(base + "\n# the cluster harness's links, for this run\n" + "\n".join(lines) + "\n")
+        return ["-c", f"hba_file={path}"]
 
     def initialise(self, bindir: Path) -> None:
         if self.home.exists():

@@ -43,7 +43,7 @@ class RedisServer(Server):
                 "--port",
                 str(port),
                 "--bind",
-                "127.0.0.1",
+                *self.listen_hosts,
                 "--dir",
                 str(self.home),
                 "--daemonize",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import pwd
 import signal
@@ -33,6 +34,9 @@ class Server:
 
     name: str
     run_dir: Path
+    # Link addresses (with their prefix, "169.254.10.1/24") to listen on besides loopback: the
+    # cluster harness's links (orchestration.testing), for one run. Never a public interface.
+    listen: tuple[str, ...] = ()
 
     binary_name = ""  # what the server's command line contains, to recognise our own process
     stop_signal = signal.SIGTERM
@@ -74,6 +78,10 @@ class Server:
 
     def is_running(self) -> bool:
         return self.pid is not None and self.port is not None and port_is_open(self.port)
+
+    @property
+    def listen_hosts(self) -> list[str]:
+        return ["127.0.0.1", *(str(ipaddress.ip_interface(address).ip) for address in self.listen)]
 
     def choose_port(self) -> int:
         """Keep the port of earlier runs so URLs stay stable, unless someone else took it."""

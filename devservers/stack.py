@@ -26,10 +26,10 @@ from settings.env import redacted
 
 
 class LocalServers:
-    def __init__(self, run_dir: Path | None = None):
+    def __init__(self, run_dir: Path | None = None, listen: tuple[str, ...] = ()):
         self.run_dir = (run_dir or default_run_dir()).resolve()
-        self.postgres = PostgresServer("postgres", self.run_dir)
-        self.redis = RedisServer("redis", self.run_dir)
+        self.postgres = PostgresServer("postgres", self.run_dir, listen)
+        self.redis = RedisServer("redis", self.run_dir, listen)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

@@ -119,29 +119,29 @@ def slow_queues() -> list[str]:
     return sorted({definition.queue for definition in outside_callers()})
 
 
-def build_fleet(spec: LoadSpec, log_dir: Path | None = None, extra: list | None = None) -> Fleet:
-    """Agent workers (prefork), a thread-pool worker for slow agents when asked, one
-    maintenance worker for the sweeps, and the one beat."""
-    env = worker_environment(spec)
+def agent_workers(spec: LoadSpec, worker: Callable[..., WorkerProcess]) -> list[WorkerProcess]:
+    """One machine's agent workers, each made by ``worker(queues, **options)``: prefork workers,
+    and a thread-pool worker for the slow agents when asked."""
     fast = registry.queues()
-    processes: list = []
+    processes = []
     if spec.slow_pool:
         fast = [queue for queue in fast if queue not in slow_queues()]
         processes.append(
-            WorkerProcess(
-                slow_queues(),
-                concurrency=spec.slow_concurrency,
-                pool=spec.slow_pool,
-                name="slow-agents",
-                env=env,
-                log_dir=log_dir,
-            )
+            worker(slow_queues(), concurrency=spec.slow_concurrency, pool=spec.slow_pool, name="slow-agents")
         )
-    processes += [
-        WorkerProcess(fast, concurrency=spec.worker_concurrency, name=f"agents{i}", env=env, log_dir=log_dir)
-        for i in range(spec.workers)
-    ]
-    processes.append(WorkerProcess(["orchestration"], concurrency=1, name="maintenance", env=env, log_dir=log_dir))
+    processes += [worker(fast, concurrency=spec.worker_concurrency, name=f"agents{i}") for i in range(spec.workers)]
+    return processes
+
+
+def build_fleet(spec: LoadSpec, log_dir: Path | None = None, extra: list | None = None) -> Fleet:
+    """The agent workers, one maintenance worker for the sweeps, and the one beat."""
+    env = worker_environment(spec)
+
+    def worker(queues: list[str], **options) -> WorkerProcess:
+        return WorkerProcess(queues, env=env, log_dir=log_dir, **options)
+
+    processes: list = agent_workers(spec, worker)
+    processes.append(worker(["orchestration"], concurrency=1, name="maintenance"))
     processes.append(BeatProcess(env=env, log_dir=log_dir))
     return Fleet(processes + (extra or []))
 
@@ -233,14 +233,16 @@ def run_load(
     log_dir: Path | None = None,
     during: Callable[[Fleet, Progress], Callable[[bool], None]] | None = None,
     out: Callable[[str], None] = print,
+    fleet: Fleet | None = None,
 ) -> LoadResult:
     """Run the load test end to end and measure it; ``during`` starts extra trouble (chaos)
-    once the fleet is up and returns how to stop it (told whether the run completed)."""
+    once the fleet is up and returns how to stop it (told whether the run completed).
+    ``fleet`` replaces the one built from the spec (workers on other hosts)."""
     run = run or time.strftime("load%Y%m%d%H%M%S")
     install_periodic_jobs(all_periodic_jobs())
     configure_world(spec)
     catalogue = workload.seed_catalogue(run, products=spec.products, scarce=spec.scarce)
-    fleet = build_fleet(spec, log_dir)
+    fleet = fleet or build_fleet(spec, log_dir)
     fleet.start()
     out(
         f"{run}: {spec.orders} orders over {len(catalogue)} products ({spec.scarce} scarce); "

@@ -6,7 +6,8 @@ import json
 import logging
 
 from celery import shared_task
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import celeryd_after_setup, task_prerun, worker_process_init, worker_process_shutdown, worker_ready
+from django.db import connection
 
 from orchestration.broker import rejection
 from orchestration.models import RejectionReason
@@ -18,7 +19,7 @@ logger = logging.getLogger(__name__)
 @shared_task(name="orchestration.run_agent_task", bind=True, acks_late=True, ignore_result=True)
 def run_agent_task(self, *args, task_id=None, **unexpected) -> str:
     """Wake-up for agent task ``task_id``: claim it, run it, complete it, or do nothing."""
-    workers.start_heartbeat(_queue_of(self))
+    workers.start_heartbeat()
     if args or unexpected or not is_task_id(task_id):
         return _refuse_arguments(self, args, task_id, unexpected)
     return runner.run_task(task_id, queue=_queue_of(self))
@@ -68,6 +69,28 @@ def prune_finished_tasks() -> int:
     return sweeps.prune_finished_tasks()
 
 
+@task_prerun.connect
+def _drop_a_connection_left_mid_transaction(**_kwargs) -> None:
+    """A time limit that fires inside a statement (a COMMIT waiting on a lock held by a cut-off
+    host, say) can leave Django believing it is inside a transaction on a connection psycopg
+    has closed; closing is then a no-op, and every later task of the process fails with "the
+    connection is closed". No task starts inside a transaction, so drop that state and reconnect."""
+    if connection.in_atomic_block or connection.closed_in_transaction:
+        logger.warning("dropping a database connection an interrupted statement left mid-transaction")
+        connection.in_atomic_block = False
+        connection.closed_in_transaction = False
+        connection.needs_rollback = False
+        connection.savepoint_ids = []
+        connection.atomic_blocks = []
+        connection.close()
+
+
+@celeryd_after_setup.connect
+def _on_worker_setup(sender=None, instance=None, **_kwargs) -> None:
+    # After -Q is applied and before the pool forks, so every pool process inherits them.
+    workers.remember_queues(list(instance.app.amqp.queues.consume_from))
+
+
 @worker_process_init.connect
 def _on_pool_process_start(**_kwargs) -> None:
     workers.start_heartbeat()
@@ -75,9 +98,10 @@ def _on_pool_process_start(**_kwargs) -> None:
 
 @worker_ready.connect
 def _on_worker_ready(sender=None, **_kwargs) -> None:
-    # Thread and solo pools run tasks in the main process, which has no pool init.
-    pool = getattr(getattr(sender, "pool_cls", None), "__name__", "") if sender else ""
-    if "prefork" not in pool.lower():
+    # Thread and solo pools run tasks in the main process, which has no pool init. Under
+    # prefork the main process runs none: only its pool processes keep a row.
+    pool = getattr(getattr(sender, "controller", None), "pool_cls", None)
+    if "prefork" not in getattr(pool, "__module__", ""):
         workers.start_heartbeat()
 
 

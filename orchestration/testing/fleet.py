@@ -63,8 +63,15 @@ class CeleryProcess:
 
     ready_marker = ""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, log_dir: Path | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        wrapper: list[str] | None = None,
+    ):
         self.args = args
+        self.wrapper = wrapper or []  # a command that runs the process elsewhere (a host's namespace)
         self.env = {**os.environ, **(env or {})}
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="celery-"))
         self.log_path = self.log_dir / f"{self.kind}-{uuid.uuid4().hex[:8]}.log"
@@ -83,7 +90,7 @@ class CeleryProcess:
             self.log_path = self.log_dir / f"{self.kind}-{uuid.uuid4().hex[:8]}.log"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "settings", self.kind, *self.args],
+                [*self.wrapper, sys.executable, "-m", "celery", "-A", "settings", self.kind, *self.args],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -150,6 +157,7 @@ class WorkerProcess(CeleryProcess):
         env: dict[str, str] | None = None,
         log_dir: Path | None = None,
         extra_args: list[str] | None = None,
+        wrapper: list[str] | None = None,
     ):
         name = name or f"worker-{uuid.uuid4().hex[:6]}"
         args = [
@@ -169,7 +177,7 @@ class WorkerProcess(CeleryProcess):
         ]
         self.name = name
         self.pool = pool
-        super().__init__(args, env, log_dir)
+        super().__init__(args, env, log_dir, wrapper)
 
     def pool_pids(self) -> list[int]:
         """The pool's child processes, the ones that run tasks under prefork."""
@@ -180,8 +188,11 @@ class BeatProcess(CeleryProcess):
     kind = "beat"
     ready_marker = "beat: Starting..."
 
-    def __init__(self, env: dict[str, str] | None = None, log_dir: Path | None = None):
-        super().__init__(["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info"], env, log_dir)
+    def __init__(
+        self, env: dict[str, str] | None = None, log_dir: Path | None = None, wrapper: list[str] | None = None
+    ):
+        args = ["--scheduler", "django_celery_beat.schedulers:DatabaseScheduler", "-l", "info"]
+        super().__init__(args, env, log_dir, wrapper)
 
 
 class Fleet:

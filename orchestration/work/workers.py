@@ -17,7 +17,7 @@ from orchestration.models import Worker
 logger = logging.getLogger(__name__)
 
 _started_in_pid: int | None = None
-_queues = ""
+_queues = ""  # the queues this worker consumes, remembered before its pool forks
 
 
 def worker_name() -> str:
@@ -51,13 +51,18 @@ def mark_stopped() -> None:
     Worker.objects.filter(name=worker_name()).update(stopped_at=timezone.now())
 
 
-def start_heartbeat(queues: str = "") -> None:
+def remember_queues(names: list[str]) -> None:
+    """The worker's queues, for every heartbeat of its processes (the operators' workers page)."""
+    global _queues
+    _queues = ",".join(sorted(names))[: Worker._meta.get_field("queues").max_length]
+
+
+def start_heartbeat() -> None:
     """Start the heartbeat thread of this process, once."""
-    global _started_in_pid, _queues
+    global _started_in_pid
     if _started_in_pid == os.getpid():
         return
     _started_in_pid = os.getpid()
-    _queues = queues
     threading.Thread(target=_beat_forever, name="worker-heartbeat", daemon=True).start()
 
 

@@ -16,17 +16,28 @@ from tests.kernelapp.models import Effect, StepLog
 
 
 def record(context) -> dict:
-    """Write an Effect; optionally sleep first, fail N times, or fail for good."""
+    """Write an Effect (through a gate, if named); optionally sleep, fail N times, or fail for good."""
     payload = context.payload
     if payload.get("permanent"):
         raise PermanentError(f"refused {payload['key']}")
     if context.attempt <= payload.get("fail_times", 0):
         raise RetryableError(f"transient failure {context.attempt} for {payload['key']}")
-    Effect.objects.create(key=payload["key"], pid=os.getpid(), attempt=context.attempt)
+    Effect.objects.create(key=payload["key"], pid=os.getpid(), attempt=context.attempt, gate_id=payload.get("gate"))
     time.sleep(payload.get("sleep", 0))
     if payload.get("emit"):
         context.emit("testkit.recorded", {"key": payload["key"]})
     return {"pid": os.getpid(), "attempt": context.attempt}
+
+
+def call_then_record(context) -> dict:
+    """A slow outside call on the first attempt (``sleep`` seconds), then an Effect. As a
+    compensating operation it spends no budget step, so no transaction is open while it waits:
+    a host cut off meanwhile comes back with a live connection and its late completion reaches
+    the database."""
+    if context.attempt == 1:
+        time.sleep(context.payload["sleep"])
+    Effect.objects.create(key=context.payload["key"], pid=os.getpid(), attempt=context.attempt)
+    return {"attempt": context.attempt}
 
 
 def long_job(context) -> dict:
@@ -139,6 +150,7 @@ register(
             Operation("slow_record", record, lease_seconds=3, max_attempts=3),
             Operation("long_job", long_job, lease_seconds=3, max_attempts=5),
             Operation("work", work, lease_seconds=3, max_attempts=3, dependency="vault"),
+            Operation("call_then_record", call_then_record, lease_seconds=3, max_attempts=5, compensation=True),
         ),
         emits=frozenset({"testkit.recorded", "testkit.record_failed"}),
         writes=frozenset({"kernelapp.Effect"}),

@@ -498,9 +498,9 @@ def test_the_links_on_an_order_page_and_a_worker_page_open_the_right_rows(viewer
     order = order_in(OrderState.PAYMENT_PROCESSING, "linked")
     other = order_in(OrderState.CREATED, "other")
     for key in ("reserve", "charge"):
-        task(TaskStatus.SUCCEEDED, f"{order.pk}-{key}", correlation_id=order.correlation_id)
-    task(TaskStatus.DEAD, f"{order.pk}-dead", correlation_id=order.correlation_id)
-    task(TaskStatus.PENDING, f"{other.pk}-other", correlation_id=other.correlation_id)
+        task(TaskStatus.SUCCEEDED, f"{order.pk}-{key}", workflow_id=order.workflow_id)
+    task(TaskStatus.DEAD, f"{order.pk}-dead", workflow_id=order.workflow_id)
+    task(TaskStatus.PENDING, f"{other.pk}-other", workflow_id=other.workflow_id)
     held = task(TaskStatus.CLAIMED, "held", claimed_by="host:7", lease_expires_at=timezone.now())
     worker = Worker.objects.create(name="host:7", hostname="host", pid=7)
 
@@ -513,7 +513,7 @@ def test_the_links_on_an_order_page_and_a_worker_page_open_the_right_rows(viewer
     for text, url in links.items():
         assert viewer_client.get(url).status_code == 200, text
     tasks_listed = viewer_client.get(links["tasks (1 dead, 2 succeeded)"]).context["cl"].result_list
-    assert {t.correlation_id for t in tasks_listed} == {order.correlation_id} and len(tasks_listed) == 3
+    assert {t.workflow_id for t in tasks_listed} == {order.workflow_id} and len(tasks_listed) == 3
 
     worker_page = viewer_client.get(reverse("admin:orchestration_worker_changelist")).content.decode()
     claimed = re.search(r'<a href="([^"]+)">claimed tasks</a>', worker_page)[1].replace("&amp;", "&")

@@ -6,6 +6,10 @@ import base64
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+import urllib.request
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -22,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agents.entrypoints import place_order
 from agents.outside import world
+from devservers.processes import find_free_port
 from orchestration.models import AgentTask, TaskStatus
 from orchestration.observability import otel
 from orchestration.observability.logcontext import ContextFilter, JsonFormatter
@@ -30,7 +35,7 @@ from orchestration.work import runner
 from orchestration.work.enqueue import enqueue
 from orders.models import Order, Product
 from orders.states import OrderState
-from tests.support import AGENT_QUEUES, finish, wait_until
+from tests.support import AGENT_QUEUES, child_environment, finish, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -437,3 +442,52 @@ def test_tasks_retried_too_often_or_claimed_past_their_lease_are_stuck(client, t
     samples = scrape(client)
     assert value(samples, "agent_tasks_stuck", agent="payment", reason="retried") == 1
     assert value(samples, "agent_tasks_stuck", agent="payment", reason="lease_overdue") == 1
+
+
+# --- A worker host's exporter --------------------------------------------------------
+
+
+def scrape_exporter(port: int) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            return response.read().decode()
+    except OSError:
+        return ""
+
+
+def test_a_hosts_exporter_serves_what_the_workers_on_that_host_counted(start_worker, tmp_path):
+    # Given a worker that counted an attempt in its host's metrics folder
+    folder = tmp_path / "host-metrics"
+    start_worker(["agent.testkit"], env={"PROMETHEUS_MULTIPROC_DIR": str(folder)})
+    task, _ = enqueue("testkit", "record", {"key": "counted"}, idempotency_key="counted")
+    wait_until(lambda: AgentTask.objects.get(pk=task.pk).status == TaskStatus.SUCCEEDED)
+
+    # When the host's exporter serves that folder
+    port = find_free_port()
+    exporter = subprocess.Popen(
+        [sys.executable, "manage.py", "serve_worker_metrics", "--port", str(port)],
+        env={**os.environ, **child_environment(), "PROMETHEUS_MULTIPROC_DIR": str(folder)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        body = wait_until(lambda: scrape_exporter(port), timeout=60, what="the exporter to answer")
+    finally:
+        exporter.terminate()
+        exporter.wait(10)
+
+    # Then Prometheus reads the worker's count from it
+    counted = {
+        (sample.labels.get("agent"), sample.labels.get("outcome")): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "agent_task_attempts_total"
+    }
+    assert counted == {("testkit", "succeeded"): 1.0}
+
+
+def test_the_exporter_asks_for_the_workers_metrics_folder(settings):
+    settings.PROMETHEUS_MULTIPROC_DIR = ""
+    with pytest.raises(CommandError, match="PROMETHEUS_MULTIPROC_DIR is not set"):
+        call_command("serve_worker_metrics")

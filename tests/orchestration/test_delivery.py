@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 
 import pytest
 from celery import current_app
+from django.db import connection, transaction
 from django.utils import timezone
 
 from orchestration.models import (
@@ -19,7 +22,7 @@ from orchestration.models import (
 )
 from orchestration.work.dispatch import RUN_AGENT_TASK, publish
 from orchestration.work.enqueue import enqueue
-from tests.kernelapp.models import Effect, StepLog
+from tests.kernelapp.models import Effect, Gate, StepLog
 from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -121,15 +124,54 @@ def test_a_poison_message_is_dead_lettered_and_the_worker_lives_on(start_worker)
 
 
 def test_live_workers_keep_a_heartbeat_row_and_silent_ones_show_as_gone(start_worker):
-    start_worker(["agent.testkit"])
+    worker = start_worker(["agent.testkit", "agent.listener"])
     task, _ = enqueue("testkit", "record", {"key": "hb"}, idempotency_key="hb")
     wait_until(lambda: task_status(task.pk) == TaskStatus.SUCCEEDED)
 
     row = wait_until(lambda: Worker.objects.filter(last_seen_at__gte=task.created_at).first())
     assert row.is_alive()
+    assert row.queues == "agent.listener,agent.testkit"  # what the operators' workers page shows
+    assert row.pid in worker.pool_pids()  # a pool process; the prefork main process runs no task
+    assert not Worker.objects.filter(pid=worker.pid).exists()
     claimed_by = AgentTask.objects.get(pk=task.pk).claimed_by
     assert claimed_by.endswith(f":{row.pid}") or Worker.objects.filter(name=claimed_by).exists()
 
     Worker.objects.filter(pk=row.pk).update(last_seen_at=timezone.now() - timezone.timedelta(minutes=5))
     row.refresh_from_db()
     assert not row.is_alive()
+
+
+def test_a_worker_whose_commit_outlived_its_time_limit_runs_the_next_task(start_worker):
+    # Given a row held locked elsewhere (a cut-off host's transaction), which the handler's
+    # commit must wait for, past its 3 s lease and so its soft time limit
+    gate = Gate.objects.create()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_gate() -> None:
+        with transaction.atomic():
+            Gate.objects.select_for_update().get(pk=gate.pk)
+            locked.set()
+            release.wait(60)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_gate)
+    holder.start()
+    locked.wait(10)
+    worker = start_worker(["agent.testkit"], concurrency=1)
+    enqueue("testkit", "slow_record", {"key": "stuck", "gate": gate.pk}, idempotency_key="stuck")
+    try:
+        wait_until(
+            lambda: re.search(r"Soft time limit \(3s\) exceeded.*\n(.*\n)*.*(raised|succeeded)", worker.log()),
+            timeout=30,
+            what="the time limit to cut the commit short, and the attempt to end",
+        )
+    finally:
+        release.set()
+        holder.join()
+
+    # When the same worker process gets the next task
+    task, _ = enqueue("testkit", "record", {"key": "next"}, idempotency_key="next")
+
+    # Then it runs it: the interrupted statement did not leave its connection unusable
+    wait_until(lambda: task_status(task.pk) == TaskStatus.SUCCEEDED, timeout=30, what="the next task to run")
+    assert list(Effect.objects.filter(key="next").values_list("attempt", flat=True)) == [1]

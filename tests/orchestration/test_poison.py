@@ -10,6 +10,7 @@ import re
 
 import pytest
 from celery import current_app
+from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
 
@@ -217,7 +218,7 @@ def test_operators_see_rejected_messages_read_only_by_queue_and_reason(admin_cli
 @pytest.mark.django_db
 def test_refused_messages_are_counted_for_prometheus(client):
     def refused() -> float:
-        text = client.get("/metrics").content.decode()
+        text = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").content.decode()
         found = re.search(r'^broker_messages_rejected_total\{reason="not_an_envelope"\} (\S+)$', text, re.MULTILINE)
         return float(found[1]) if found else 0.0
 
