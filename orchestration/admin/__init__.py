@@ -1,4 +1,7 @@
-"""The kernel's operator pages. Django's admin autodiscovery imports this package; the
-registrations live in one module per kind of row."""
+"""The kernel's operator pages: the site (site.py), one module of registrations per kind of
+row, the operators' actions and views, the timeline drawing.
 
-from orchestration.admin import audit, messages, tasks, workers  # noqa: F401 - they register their pages
+This package imports nothing at load: the site module is the admin's default site, loaded
+while Django sets the admin up, and a registration made during that import would land on a
+half-made site. OrchestrationConfig.ready() imports the registrations instead.
+"""
