@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from agents.order import announcement
-from orchestration.limits.backpressure import refuse_when_backlogged
+from orchestration.limits.backpressure import Overloaded, refuse_when_backlogged
 from orchestration.models import new_workflow_id
 from orchestration.work.events import emit
 from orders.actions import Line, apply_transition, create_order
@@ -32,9 +32,12 @@ def place_order(
     caller's correlation id, when given, is kept beside it, so orders placed under one
     X-Request-ID share their logs' id and nothing else."""
     lines = [item if isinstance(item, Line) else Line(sku=item[0], quantity=item[1]) for item in items]
-    if not Order.objects.filter(idempotency_key=idempotency_key).exists():
-        # A repeat of an accepted order is always answered; new work waits for the backlog.
+    try:
         refuse_when_backlogged(settings.BACKPRESSURE_MAX_PENDING)
+    except Overloaded:
+        # A repeat of an accepted order is always answered; only new work waits.
+        if not Order.objects.filter(idempotency_key=idempotency_key).exists():
+            raise
     workflow_id = new_workflow_id()
     with transaction.atomic():
         order, created = create_order(

@@ -13,7 +13,7 @@ NAME = "inventory"
 def reserve_stock(context: TaskContext) -> dict:
     order_id = context.payload["order_id"]
     try:
-        reservations = actions.reserve_stock(order_id)
+        reservations = actions.reserve_stock(order_id, context.held)
     except OutOfStock as shortage:
         context.emit("inventory.out_of_stock", {"order_id": order_id, "reason": str(shortage)})
         return {"reserved": False, "sku": shortage.sku}
@@ -33,7 +33,7 @@ def release_stock(context: TaskContext) -> dict:
 
 def expire_reservation(context: TaskContext) -> dict:
     order_id = context.payload["order_id"]
-    expired = actions.expire_reservations(order_id)
+    expired = actions.expire_reservations(order_id, context.held)
     if expired:
         context.emit("inventory.expired", {"order_id": order_id, "reason": "reservation expired before payment"})
     return {"expired": expired}

@@ -13,14 +13,20 @@ from orders.transitions import MESSAGE_FOR_EVENT
 NAME = "notification"
 
 
-def notify(context: TaskContext) -> dict:
+def send_message(context: TaskContext) -> str:
+    """Send the message this event calls for; returns the provider's reference."""
     order = Order.objects.only("customer").get(pk=context.payload["order_id"])
     kind = MESSAGE_FOR_EVENT[context.event_type]
     # Keyed by (order, kind), not by task: one message per order and event at the provider.
-    key = outside_key(order.pk, kind)
-    with calling_outside():
-        reference = world.send_message(key, order_ref=str(order.pk), kind=kind, recipient=order.customer)
-    actions.record_notification(order.pk, kind, reference)
+    with context.outside(), calling_outside():
+        return world.send_message(
+            outside_key(order.pk, kind), order_ref=str(order.pk), kind=kind, recipient=order.customer
+        )
+
+
+def notify(context: TaskContext) -> dict:
+    kind = MESSAGE_FOR_EVENT[context.event_type]
+    actions.record_notification(context.payload["order_id"], kind, context.answer)
     return {"sent": kind}
 
 
@@ -29,7 +35,9 @@ definition = register(
         name=NAME,
         responsibility="Delivers customer messages through the configured channels.",
         # Compensation: the customer hears how the order ended even when its budget is spent.
-        operations=(Operation("notify", notify, dependency="provider", max_attempts=10, compensation=True),),
+        operations=(
+            Operation("notify", notify, call=send_message, dependency="provider", max_attempts=10, compensation=True),
+        ),
         writes=frozenset({"orders.CustomerNotification"}),
         must_not=("change an order's state",),
     )

@@ -36,6 +36,9 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("order.cancelled",              "payment",      "refund"),
     ("order.cancelled",              "fulfillment",  "void_parcel"),
     ("order.cancelled",              "notification", "notify"),
+    # An outside effect that landed after its order ended (the call was in flight meanwhile).
+    ("payment.charged_late",         "payment",      "refund"),
+    ("fulfillment.booked_late",      "fulfillment",  "void_parcel"),
     # From the kernel: the workflow's budget is spent.
     (BUDGET_EVENT,                   "order",        "stop_for_budget"),
 )  # fmt: skip

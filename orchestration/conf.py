@@ -22,6 +22,9 @@ class KernelSettings:
     worker_heartbeat_seconds: int
     worker_gone_after_seconds: int
     idle_in_transaction_seconds: int  # 0: the database ends no idle transaction
+    claim_batch: int  # tasks one claim takes when a worker drains
+    drain_seconds: float  # how long one wake-up drains before handing over
+    wakeup_ttl_seconds: int  # a waiting wake-up's mark lasts this long (a lost message's mark expires)
 
 
 def kernel_settings() -> KernelSettings:
@@ -39,4 +42,7 @@ def kernel_settings() -> KernelSettings:
         worker_heartbeat_seconds=settings.WORKER_HEARTBEAT_SECONDS,
         worker_gone_after_seconds=settings.WORKER_GONE_AFTER_SECONDS,
         idle_in_transaction_seconds=settings.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+        claim_batch=settings.AGENT_TASK_CLAIM_BATCH,
+        drain_seconds=settings.AGENT_TASK_DRAIN_SECONDS,
+        wakeup_ttl_seconds=settings.AGENT_TASK_WAKEUP_TTL_SECONDS,
     )

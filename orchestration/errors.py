@@ -13,6 +13,16 @@ class RetryableError(KernelError):
     """A transient failure: try again later, with backoff, while attempts remain."""
 
 
+class InlineStepFailed(RetryableError):
+    """A step run inline in its emitter's transaction failed: the emitter's effects roll back
+    with it, and its next attempt gives the step a task of its own, to fail on its own."""
+
+
+class OutsideCallInTransaction(KernelError):
+    """context.outside() was entered with a database transaction open: a slow call must hold
+    no row lock and no connection while it waits (run it in the operation's `call`)."""
+
+
 class PermanentError(KernelError):
     """A failure that another attempt cannot fix: the task goes dead and its owner compensates."""
 

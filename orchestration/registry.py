@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-Handler = Callable[[Any], Any]  # takes an orchestration.work.runner.TaskContext
+if TYPE_CHECKING:
+    from orchestration.work.context import TaskContext
+
+# What an agent author writes: it reads the task from its context, writes its effects in the
+# transaction the kernel opened, emits events, and returns a small JSON result (or None).
+Handler = Callable[["TaskContext"], dict[str, Any] | None]
+# The first half of an operation that calls the outside world: it runs with no transaction
+# open (reads, then the call inside context.outside()), and what it returns is the handler's
+# context.answer.
+OutsideCall = Callable[["TaskContext"], Any]
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,13 @@ class Operation:
     # what already happened: it runs even when the workflow's budget is spent, and does
     # not count against it. What it emits must lead only to other such operations.
     compensation: bool = False
+    # Runs before the handler with no transaction open: a slow outside call holds no row
+    # lock and no database connection while it waits (see OutsideCall).
+    call: OutsideCall | None = None
+    # Runs inside the transaction that emits the event it hears, instead of as a task of its
+    # own a message later (the coordinator's steps): the same task row, attempt span and
+    # budget step, recorded with the emitter's completion.
+    inline: bool = False
 
 
 @dataclass(frozen=True)

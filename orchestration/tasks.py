@@ -1,4 +1,5 @@
-"""The kernel's Celery tasks: one that runs agent tasks by id, and the periodic sweeps."""
+"""The kernel's Celery tasks: the wake-up that drains an agent queue's ready work, the run of
+one task by id (an operator's replay), and the periodic sweeps."""
 
 from __future__ import annotations
 
@@ -14,6 +15,16 @@ from orchestration.models import RejectionReason
 from orchestration.work import runner, sweeps, workers
 
 logger = logging.getLogger(__name__)
+
+
+@shared_task(name="orchestration.wake", bind=True, acks_late=True, ignore_result=True)
+def wake(self, *args, **unexpected) -> int | str:
+    """Ready work waits on this queue: claim and run the ready tasks of the agents this worker
+    serves (runner.drain). Returns how many ran."""
+    workers.start_heartbeat()
+    if args or unexpected:
+        return _refuse_arguments(self, args, None, unexpected, expected="wake takes no arguments")
+    return runner.drain(_queue_of(self))
 
 
 @shared_task(name="orchestration.run_agent_task", bind=True, acks_late=True, ignore_result=True)
@@ -35,13 +46,19 @@ def _queue_of(task) -> str:
     return delivery.get("routing_key") or ""
 
 
-def _refuse_arguments(task, args, task_id, unexpected) -> str:
+def _refuse_arguments(
+    task,
+    args,
+    task_id,
+    unexpected,
+    expected: str = "run_agent_task takes exactly one argument, task_id, a positive integer",
+) -> str:
     """A message we cannot act on is kept as a dead letter for an operator, not retried forever."""
-    arrived = [list(args), {"task_id": task_id, **unexpected}]
+    arrived = [list(args), {"task_id": task_id, **unexpected} if task_id is not None else unexpected]
     rejection.reject(
         queue=_queue_of(task),
         reason=RejectionReason.BAD_ARGUMENTS,
-        detail="run_agent_task takes exactly one argument, task_id, a positive integer",
+        detail=expected,
         body=json.dumps(arrived, default=repr),
         message_id=task.request.id or "",
         task_name=task.name,

@@ -10,8 +10,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder, OutOfStock
@@ -34,6 +34,15 @@ from orders.states import (
     ShipmentStatus,
 )
 from orders.transitions import PLACED, transitions_from
+
+ORDERS = Order._meta.db_table
+ITEMS = OrderItem._meta.db_table
+TRANSITIONS = OrderTransition._meta.db_table
+PRODUCTS = Product._meta.db_table
+RESERVATIONS = Reservation._meta.db_table
+PAYMENTS = Payment._meta.db_table
+SHIPMENTS = Shipment._meta.db_table
+NOTIFICATIONS = CustomerNotification._meta.db_table
 
 
 @dataclass(frozen=True)
@@ -84,62 +93,98 @@ def create_order(
         raise InvalidOrder("idempotency_key", "required, at most 255 characters")
     products = validate_lines(lines)
     digest = fingerprint(customer, lines)
-    with transaction.atomic():
-        order, created = Order.objects.get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={
+    now = timezone.now()
+    order = Order(
+        customer=customer,
+        state=OrderState.CREATED,
+        total=sum((products[line.sku].price * line.quantity for line in lines), Decimal(0)),
+        idempotency_key=idempotency_key,
+        fingerprint=digest,
+        workflow_id=workflow_id,
+        correlation_id=correlation_id,
+        created_at=now,
+        updated_at=now,
+    )
+    # One statement: the order, its lines and its first audit row; nothing when the key is
+    # taken (a repeat, answered with the order already made under it).
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH placed AS (
+                INSERT INTO {ORDERS} (customer, state, total, currency, idempotency_key, fingerprint, workflow_id,
+                    correlation_id, reason, created_at, updated_at)
+                VALUES (%(customer)s, %(state)s, %(total)s, %(currency)s, %(key)s, %(fingerprint)s, %(workflow)s,
+                    %(correlation)s, '', %(now)s, %(now)s)
+                ON CONFLICT (idempotency_key) DO NOTHING
+                RETURNING id
+            ),
+            lines AS (
+                INSERT INTO {ITEMS} (order_id, product_id, quantity, unit_price)
+                SELECT placed.id, x.product, x.quantity, x.price
+                FROM placed, unnest(%(products)s::bigint[], %(quantities)s::int[], %(prices)s::numeric[])
+                    AS x(product, quantity, price)
+            ),
+            audited AS (
+                INSERT INTO {TRANSITIONS} (order_id, from_state, to_state, event, agent, task_id, correlation_id,
+                    actor, detail, created_at)
+                SELECT placed.id, '', %(state)s, %(event)s, '', NULL, %(correlation)s, '', '', %(now)s FROM placed
+            )
+            SELECT id FROM placed""",
+            {
                 "customer": customer,
+                "state": OrderState.CREATED,
+                "total": order.total,
+                "currency": order.currency,
+                "key": idempotency_key,
                 "fingerprint": digest,
-                "workflow_id": workflow_id,
-                "correlation_id": correlation_id,
-                "total": sum((products[line.sku].price * line.quantity for line in lines), Decimal(0)),
+                "workflow": workflow_id,
+                "correlation": correlation_id,
+                "now": now,
+                "products": [products[line.sku].pk for line in lines],
+                "quantities": [line.quantity for line in lines],
+                "prices": [products[line.sku].price for line in lines],
+                "event": PLACED,
             },
         )
-        if not created:
-            if order.fingerprint != digest:
-                raise IdempotencyKeyReused(
-                    f"idempotency key {idempotency_key!r} was used for order {order.pk} with a different body"
-                )
-            return order, False
-        OrderItem.objects.bulk_create(
-            OrderItem(
-                order=order,
-                product=products[line.sku],
-                quantity=line.quantity,
-                unit_price=products[line.sku].price,
+        row = cursor.fetchone()
+    if row is None:
+        existing = Order.objects.get(idempotency_key=idempotency_key)
+        if existing.fingerprint != digest:
+            raise IdempotencyKeyReused(
+                f"idempotency key {idempotency_key!r} was used for order {existing.pk} with a different body"
             )
-            for line in lines
-        )
-        OrderTransition.objects.create(
-            order=order,
-            from_state="",
-            to_state=OrderState.CREATED,
-            event=PLACED,
-            correlation_id=correlation_id,
-        )
+        return existing, False
+    order.pk = row[0]
     return order, True
 
 
-def lock_order(order_id: int) -> Order:
-    """Lock the order row for the rest of the transaction (the one place orders are locked)."""
-    return Order.objects.select_for_update().get(pk=order_id)
+def lock_order(order_id: int, held: dict | None = None) -> Order:
+    """Lock the order row for the rest of the transaction (the one place orders are locked).
+
+    ``held`` is the transaction's own record of the rows it locked (TaskContext.held, shared
+    with the steps run inline after the handler): an order locked once is not asked for again."""
+    if held is not None and ("order", order_id) in held:
+        return held[("order", order_id)]
+    order = Order.objects.select_for_update().get(pk=order_id)
+    if held is not None:
+        held[("order", order_id)] = order
+    return order
 
 
-def apply_transition(
-    order_id: int,
-    event: str,
-    *,
-    agent: str = "",
-    task_id: int | None = None,
-    actor: str = "",
-    detail: str = "",
-) -> Order:
-    """Move the order along the state machine, with its audit row, or refuse naming why.
+class StateChanges:
+    """Moves along the state machine for one locked order, kept in memory and written at
+    once by save(): every audit row in one statement, the order in another."""
 
-    The first declared transition for the order's state and the event whose guard lets it
-    through is taken."""
-    with transaction.atomic():
-        order = lock_order(order_id)
+    def __init__(self, order: Order):
+        self.order = order
+        self.rows: list[OrderTransition] = []
+        self.fields: set[str] = set()
+
+    def apply(
+        self, event: str, *, agent: str = "", task_id: int | None = None, actor: str = "", detail: str = ""
+    ) -> Order:
+        """Take the first declared transition for the order's state and this event whose guard
+        lets it through, or refuse naming the order, its state and the event."""
+        order = self.order
         transition, refusal = None, ""
         for candidate in transitions_from(order.state, event):
             refusal = (candidate.guard(order) if candidate.guard else None) or ""
@@ -151,26 +196,51 @@ def apply_transition(
         if transition.note:
             detail = f"{transition.note}: {detail}" if detail else transition.note
         now = timezone.now()
-        OrderTransition.objects.create(
-            order=order,
-            from_state=order.state,
-            to_state=transition.target,
-            event=event,
-            agent=agent,
-            task_id=task_id,
-            correlation_id=order.correlation_id,
-            actor=actor,
-            detail=detail[:500],
+        self.rows.append(
+            OrderTransition(
+                order=order,
+                from_state=order.state,
+                to_state=transition.target,
+                event=event,
+                agent=agent,
+                task_id=task_id,
+                correlation_id=order.correlation_id,
+                actor=actor,
+                detail=detail[:500],
+                created_at=now,
+            )
         )
         order.state = transition.target
         order.updated_at = now
-        fields = ["state", "updated_at"]
+        self.fields |= {"state", "updated_at"}
         if transition.target in TERMINAL_STATES:
             order.finished_at = now
             order.reason = detail[:500] or event
-            fields += ["finished_at", "reason"]
-        order.save(update_fields=fields)
+            self.fields |= {"finished_at", "reason"}
         return order
+
+    def save(self) -> Order:
+        if self.rows:
+            OrderTransition.objects.bulk_create(self.rows)
+            self.order.save(update_fields=sorted(self.fields))
+            self.rows, self.fields = [], set()
+        return self.order
+
+
+def apply_transition(
+    order_id: int,
+    event: str,
+    *,
+    agent: str = "",
+    task_id: int | None = None,
+    actor: str = "",
+    detail: str = "",
+) -> Order:
+    """Move the order along the state machine, with its audit row, or refuse naming why."""
+    with transaction.atomic():
+        changes = StateChanges(lock_order(order_id))
+        changes.apply(event, agent=agent, task_id=task_id, actor=actor, detail=detail)
+        return changes.save()
 
 
 # --- Stock --------------------------------------------------------------------
@@ -180,63 +250,91 @@ def reservation_ttl() -> timedelta:
     return timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
 
 
-def reserve_stock(order_id: int) -> list[Reservation]:
+def reserve_stock(order_id: int, held: dict | None = None) -> list[Reservation]:
     """Hold every line's stock, all or nothing; raises OutOfStock naming the product.
 
-    Each product is decremented by a conditional UPDATE that cannot go below zero, and
-    products are touched in primary-key order so two orders cannot deadlock.
+    The products are locked in primary-key order (so two orders cannot deadlock) and then
+    held in one conditional UPDATE that cannot take a product below zero.
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         # The order lock orders this against a cancel: an order that left CREATED
         # (cancelled while its reservation was on the way) gets no new hold.
-        order = lock_order(order_id)
-        existing = list(Reservation.objects.filter(order_id=order_id))
-        if existing or order.state != OrderState.CREATED:
-            return existing
-        items = OrderItem.objects.filter(order_id=order_id).select_related("product").order_by("product_id")
-        now = timezone.now()
-        reservations = []
-        for item in items:
-            held = Product.objects.filter(
-                pk=item.product_id, stocked__gte=F("reserved") + F("sold") + item.quantity
-            ).update(reserved=F("reserved") + item.quantity)
-            if held != 1:
-                raise OutOfStock(item.product.sku, item.quantity)  # rolls back the lines held so far
-            reservations.append(
-                Reservation(
-                    order_id=order_id,
-                    product_id=item.product_id,
-                    quantity=item.quantity,
-                    expires_at=now + reservation_ttl(),
-                )
+        order = lock_order(order_id, held)
+        if order.state != OrderState.CREATED:
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT i.product_id, i.quantity, p.sku FROM {ITEMS} i JOIN {PRODUCTS} p ON p.id = i.product_id
+                WHERE i.order_id = %s ORDER BY p.id FOR NO KEY UPDATE OF p""",
+                [order_id],
             )
-        return Reservation.objects.bulk_create(reservations)
+            lines = cursor.fetchall()
+            cursor.execute(
+                f"""UPDATE {PRODUCTS} p SET reserved = p.reserved + w.quantity
+                FROM unnest(%s::bigint[], %s::int[]) AS w(product_id, quantity)
+                WHERE p.id = w.product_id AND p.stocked >= p.reserved + p.sold + w.quantity
+                RETURNING p.id""",
+                [[line[0] for line in lines], [line[1] for line in lines]],
+            )
+            enough = {row[0] for row in cursor.fetchall()}
+        for product_id, quantity, sku in lines:
+            if product_id not in enough:
+                raise OutOfStock(sku, quantity)  # rolls back the lines held so far
+        now = timezone.now()
+        return Reservation.objects.bulk_create(
+            Reservation(order_id=order_id, product_id=product_id, quantity=quantity, expires_at=now + reservation_ttl())
+            for product_id, quantity, _sku in lines
+        )
+
+
+# How each move of a reservation changes its product's counters: units held, units sold.
+COUNTERS = {
+    (ReservationStatus.ACTIVE, ReservationStatus.COMMITTED): (-1, +1),
+    (ReservationStatus.ACTIVE, ReservationStatus.RELEASED): (-1, 0),
+    (ReservationStatus.ACTIVE, ReservationStatus.EXPIRED): (-1, 0),
+    (ReservationStatus.COMMITTED, ReservationStatus.RELEASED): (0, -1),
+}
 
 
 def _settle(order_id: int, from_statuses: list[str], to_status: str) -> int:
-    """Move this order's reservations between statuses, adjusting the product counters."""
-    counters = {
-        (ReservationStatus.ACTIVE, ReservationStatus.COMMITTED): {"reserved": -1, "sold": +1},
-        (ReservationStatus.ACTIVE, ReservationStatus.RELEASED): {"reserved": -1},
-        (ReservationStatus.ACTIVE, ReservationStatus.EXPIRED): {"reserved": -1},
-        (ReservationStatus.COMMITTED, ReservationStatus.RELEASED): {"sold": -1},
-    }
-    with transaction.atomic():
-        rows = list(
-            Reservation.objects.select_for_update()
-            .filter(order_id=order_id, status__in=from_statuses)
-            .order_by("product_id")
+    """Move this order's reservations between statuses, adjusting the product counters: the
+    rows are locked in product order, then moved and counted in one statement."""
+    held_delta = {source: COUNTERS[(source, to_status)][0] for source in from_statuses}
+    sold_delta = {source: COUNTERS[(source, to_status)][1] for source in from_statuses}
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT r.id FROM {RESERVATIONS} r JOIN {PRODUCTS} p ON p.id = r.product_id
+            WHERE r.order_id = %s AND r.status = ANY(%s) ORDER BY p.id FOR NO KEY UPDATE OF r, p""",
+            [order_id, from_statuses],
         )
-        now = timezone.now()
-        for reservation in rows:
-            changes = counters[(reservation.status, to_status)]
-            Product.objects.filter(pk=reservation.product_id).update(
-                **{field: F(field) + sign * reservation.quantity for field, sign in changes.items()}
+        ids = [row[0] for row in cursor.fetchall()]
+        if not ids:
+            return 0
+        cursor.execute(
+            f"""WITH before AS (SELECT id, product_id, quantity, status FROM {RESERVATIONS} WHERE id = ANY(%(ids)s)),
+            moved AS (
+                UPDATE {RESERVATIONS} r SET status = %(to)s, updated_at = %(now)s FROM before WHERE r.id = before.id
+                RETURNING before.product_id, before.quantity, before.status AS was
+            ),
+            counted AS (
+                UPDATE {PRODUCTS} p SET
+                    reserved = p.reserved + m.held, sold = p.sold + m.sold
+                FROM (
+                    SELECT product_id,
+                        sum(quantity * (CASE was {_cases(held_delta)} ELSE 0 END)) AS held,
+                        sum(quantity * (CASE was {_cases(sold_delta)} ELSE 0 END)) AS sold
+                    FROM moved GROUP BY product_id
+                ) m
+                WHERE p.id = m.product_id
             )
-            reservation.status = to_status
-            reservation.updated_at = now
-            reservation.save(update_fields=["status", "updated_at"])
-        return len(rows)
+            SELECT count(*) FROM moved""",
+            {"ids": ids, "to": to_status, "now": timezone.now()},
+        )
+        return cursor.fetchone()[0]
+
+
+def _cases(deltas: dict[str, int]) -> str:
+    return " ".join(f"WHEN '{status}' THEN {delta}" for status, delta in deltas.items())
 
 
 def commit_stock(order_id: int) -> int:
@@ -249,16 +347,16 @@ def release_stock(order_id: int) -> int:
     return _settle(order_id, [ReservationStatus.ACTIVE, ReservationStatus.COMMITTED], ReservationStatus.RELEASED)
 
 
-def expire_reservations(order_id: int) -> bool:
-    """Give back an unpaid order's expired hold. False when payment already landed or
-    the order moved on; the order row lock orders this against a charge in flight."""
-    with transaction.atomic():
-        order = lock_order(order_id)
-        paid = Payment.objects.filter(order_id=order_id, status=PaymentStatus.CHARGED).exists()
+def expire_reservations(order_id: int, held: dict | None = None) -> bool:
+    """Give back an unpaid order's expired hold. False when the order moved on (paid in time,
+    or ended); the order row lock orders this against a charge being recorded. A charge that
+    lands after this is given back (the PaymentAgent's rule for money that lands late)."""
+    with transaction.atomic(savepoint=False):
+        order = lock_order(order_id, held)
         due = Reservation.objects.filter(
             order_id=order_id, status=ReservationStatus.ACTIVE, expires_at__lte=timezone.now()
         ).exists()
-        if order.state not in UNPAID_STATES or paid or not due:
+        if order.state not in UNPAID_STATES or not due:
             return False
         return _settle(order_id, [ReservationStatus.ACTIVE], ReservationStatus.EXPIRED) > 0
 
@@ -285,19 +383,28 @@ def reservations_expired_at(order_id: int):
 # --- Payments, shipments, messages ---------------------------------------------------
 
 
-def record_payment(order: Order, status: str, *, charge_reference: str = "", detail: str = "") -> Payment:
+def record_payment(order: Order, status: str, *, charge_reference: str = "", detail: str = "") -> None:
+    """Our record of the gateway's answer, in one statement; a refund already recorded is never
+    overwritten (its charge may be recorded after it, when the charge's answer came back late)."""
     now = timezone.now()
-    payment, _ = Payment.objects.update_or_create(
-        order=order,
-        defaults={
-            "status": status,
-            "amount": order.total,
-            "charge_reference": charge_reference,
-            "detail": detail[:500],
-            "updated_at": now,
-        },
-    )
-    return payment
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {PAYMENTS} AS p (order_id, status, amount, charge_reference, refund_reference, detail,
+                created_at, updated_at)
+            VALUES (%(order)s, %(status)s, %(amount)s, %(reference)s, '', %(detail)s, %(now)s, %(now)s)
+            ON CONFLICT (order_id) DO UPDATE SET status = excluded.status, amount = excluded.amount,
+                charge_reference = excluded.charge_reference, detail = excluded.detail, updated_at = excluded.updated_at
+            WHERE p.status <> %(refunded)s""",
+            {
+                "order": order.pk,
+                "status": status,
+                "amount": order.total,
+                "reference": charge_reference,
+                "detail": detail[:500],
+                "now": now,
+                "refunded": PaymentStatus.REFUNDED,
+            },
+        )
 
 
 def record_refund(order: Order, *, charge_reference: str, refund_reference: str, detail: str = "") -> bool:
@@ -325,13 +432,30 @@ def record_refund(order: Order, *, charge_reference: str, refund_reference: str,
     return created
 
 
+def order_to_charge(order_id: int) -> Order:
+    """The order as a charge needs it, with ``paid``: whether any payment is recorded yet."""
+    paid = Payment.objects.filter(order_id=OuterRef("pk"))
+    return Order.objects.only("state", "total", "customer").annotate(paid=Exists(paid)).get(pk=order_id)
+
+
+def order_to_ship(order_id: int) -> Order:
+    """The order as a shipment needs it, with ``charged``: whether its payment is charged."""
+    charged = Payment.objects.filter(order_id=OuterRef("pk"), status=PaymentStatus.CHARGED)
+    return Order.objects.only("state", "customer").annotate(charged=Exists(charged)).get(pk=order_id)
+
+
 def charged_payment(order_id: int) -> Payment | None:
     return Payment.objects.filter(order_id=order_id, status=PaymentStatus.CHARGED).first()
 
 
-def record_shipment(order: Order, carrier_reference: str) -> Shipment:
-    shipment, _ = Shipment.objects.get_or_create(order=order, defaults={"carrier_reference": carrier_reference})
-    return shipment
+def record_shipment(order: Order, carrier_reference: str) -> None:
+    """Our record of the parcel the carrier booked (one per order), in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {SHIPMENTS} (order_id, status, carrier_reference, created_at)
+            VALUES (%s, %s, %s, %s) ON CONFLICT (order_id) DO NOTHING""",
+            [order.pk, ShipmentStatus.CREATED, carrier_reference, timezone.now()],
+        )
 
 
 def record_returned_shipment(order: Order, carrier_reference: str) -> bool:
@@ -355,10 +479,11 @@ def reached_state(order_id: int, state: str) -> bool:
     return OrderTransition.objects.filter(order_id=order_id, to_state=state).exists()
 
 
-def record_notification(order_id: int, kind: str, provider_message_id: str, channel: str = "email"):
-    notification, _ = CustomerNotification.objects.get_or_create(
-        order_id=order_id,
-        kind=kind,
-        defaults={"provider_message_id": provider_message_id, "channel": channel},
-    )
-    return notification
+def record_notification(order_id: int, kind: str, provider_message_id: str, channel: str = "email") -> None:
+    """Our record of a message the provider sent (one per order and kind), in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {NOTIFICATIONS} (order_id, kind, channel, provider_message_id, created_at)
+            VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_id, kind) DO NOTHING""",
+            [order_id, kind, channel, provider_message_id, timezone.now()],
+        )

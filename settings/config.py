@@ -176,6 +176,13 @@ AGENT_TASK_RETENTION_DAYS = envint("AGENT_TASK_RETENTION_DAYS", 7, minimum=1)
 AGENT_TASK_DEAD_RETENTION_DAYS = envint("AGENT_TASK_DEAD_RETENTION_DAYS", 30, minimum=1)
 WORKER_HEARTBEAT_SECONDS = envint("WORKER_HEARTBEAT_SECONDS", 10, minimum=1)
 WORKER_GONE_AFTER_SECONDS = envint("WORKER_GONE_AFTER_SECONDS", 60, minimum=1)
+# A wake-up makes a worker process drain: it claims this many ready tasks at a time and runs
+# them, for at most this long, then hands over (orchestration.work.runner.drain).
+AGENT_TASK_CLAIM_BATCH = envint("AGENT_TASK_CLAIM_BATCH", 8, minimum=1)
+AGENT_TASK_DRAIN_SECONDS = envfloat("AGENT_TASK_DRAIN_SECONDS", 10.0, minimum=0.1)
+# While a wake-up waits in a queue, new work sends none; the mark that says so expires after
+# this long, in case its message was lost (the re-publish sweep also finds such work).
+AGENT_TASK_WAKEUP_TTL_SECONDS = envint("AGENT_TASK_WAKEUP_TTL_SECONDS", 30, minimum=1)
 
 # PostgreSQL session timeouts on every connection, whatever server DATABASE_URL names (libpq's
 # startup "options": no extra round trip). Derived from the default lease L so they agree with
@@ -228,7 +235,10 @@ CELERY_RESULT_BACKEND = None
 # No soft limit: the kernel's deadline stops a handler that stopped heartbeating, on every pool.
 # The hard limit kills a prefork pool process still running past the ceiling (frozen, or stuck
 # in C code a signal cannot interrupt).
-CELERY_TASK_TIME_LIMIT = AGENT_TASK_MAX_RUNTIME_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS
+# A wake-up drains for AGENT_TASK_DRAIN_SECONDS, then finishes the task it is running.
+CELERY_TASK_TIME_LIMIT = int(
+    AGENT_TASK_MAX_RUNTIME_SECONDS + AGENT_TASK_DRAIN_SECONDS + CELERY_HARD_LIMIT_GRACE_SECONDS
+)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Above the longest time limit, or Redis hands a running task to a second worker.
     "visibility_timeout": max(3600, 2 * CELERY_TASK_TIME_LIMIT),

@@ -140,8 +140,9 @@ def _reference(prefix: str) -> str:
 
 def _record_once(model, key: str, defaults: dict, refusal: OutsideError | None = None):
     """The service's ledger entry for this key: the one already there (a repeat is answered
-    as the first call was), or a new one written on its own connection, unless refused."""
-    existing = model.objects.filter(idempotency_key=key).first()
+    as the first call was), or a new one, unless refused. All on the service's own connection:
+    its ledger is not the caller's database, and no caller's transaction sees or holds it."""
+    existing = run_autonomously(lambda: model.objects.filter(idempotency_key=key).first())
     if existing is not None:
         return existing
     if refusal is not None:
@@ -153,7 +154,7 @@ def _record_once(model, key: str, defaults: dict, refusal: OutsideError | None =
 def _look_up(service: str, entries, key: str):
     """A read of the service's record under this key: it may fail transiently, changes nothing."""
     _enter(service, key)
-    return entries.filter(idempotency_key=key).first()
+    return run_autonomously(lambda: entries.filter(idempotency_key=key).first())
 
 
 # --- The payment gateway ----------------------------------------------------------
@@ -219,7 +220,7 @@ def void_parcel(key: str) -> str:
     """Void the parcel booked under this key; voiding it again is a no-op. Raises NotFound
     when nothing was booked under the key."""
     current = _enter("carrier", key)
-    parcel = CarrierParcel.objects.filter(idempotency_key=key).first()
+    parcel = run_autonomously(lambda: CarrierParcel.objects.filter(idempotency_key=key).first())
     if parcel is None:
         raise NotFound(f"the carrier has no parcel booked under {key}")
     run_autonomously(_mark_voided, parcel.pk)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
+from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from orchestration.errors import KernelError
@@ -38,15 +40,22 @@ class Overloaded(KernelError):
 def ready_backlog(cap: int, now: datetime | None = None) -> int:
     """Pending tasks of every agent whose run_after has come, counted up to ``cap``."""
     now = now or timezone.now()
-    return len(AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now).values("id")[:cap])
+    return _bounded_count(AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now), cap)
 
 
 def finished_lately(cap: int, now: datetime | None = None) -> int:
     """Tasks finished (any way) in the last DRAIN_WINDOW, counted up to ``cap``."""
     now = now or timezone.now()
     since = now - DRAIN_WINDOW
-    finished = AgentTask.objects.filter(status__in=FINISHED_STATUSES, finished_at__gte=since)
-    return len(finished.values("id")[:cap])
+    return _bounded_count(AgentTask.objects.filter(status__in=FINISHED_STATUSES, finished_at__gte=since), cap)
+
+
+def _bounded_count(rows: QuerySet, cap: int) -> int:
+    """count(*) of at most ``cap`` rows, counted by the database (one statement, no ids sent)."""
+    sql, params = rows.values("id")[:cap].query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({sql}) AS bounded", params)
+        return cursor.fetchone()[0]
 
 
 def seconds_to_drain(excess: int, finished_per_window: int) -> int:

@@ -3,29 +3,55 @@
 This is the contract agent authors meet: a handler is ``Callable[[TaskContext], dict | None]``
 (orchestration.registry.Handler). It reads the payload, writes its effects in the
 transaction the kernel opened for it, emits events, heartbeats when it works long, and
-returns a small JSON result.
+returns a small JSON result. An operation that calls the outside world does so in its
+``call`` (no transaction open, inside ``context.outside()``), and its handler records what
+came back (``context.answer``).
 """
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection
+
+from orchestration.errors import OutsideCallInTransaction
 from orchestration.models import AgentTask
 from orchestration.registry import Operation
-from orchestration.work import events, lifecycle
+from orchestration.work import lifecycle
+from orchestration.work.events import Outbox
 from orchestration.work.leases import AttemptLease
 
 
 class TaskContext:
     """What a handler sees of its task, and how it talks back to the kernel."""
 
-    def __init__(self, task: AgentTask, operation: Operation, lease: AttemptLease):
+    def __init__(
+        self,
+        task: AgentTask,
+        operation: Operation,
+        lease: AttemptLease,
+        *,
+        outbox: Outbox | None = None,
+        budget: lifecycle.Budget | None = None,
+        worker: str = "",
+        queue: str = "",
+        held: dict[Any, Any] | None = None,
+    ):
         self.task = task
         self.operation = operation
         self.lease = lease
+        self.outbox = outbox if outbox is not None else Outbox()
+        self.budget = budget
+        self.worker = worker
+        self.queue = queue
         self.cost = Decimal(0)
+        self.answer: Any = None  # what the operation's `call` returned, for its handler
+        # Rows this transaction has locked, kept by the handlers that locked them for the steps
+        # run inline after them (the kernel never looks inside).
+        self.held: dict[Any, Any] = held if held is not None else {}
 
     @property
     def task_id(self) -> int:
@@ -67,14 +93,15 @@ class TaskContext:
         return self.task.checkpoint
 
     def emit(self, event_type: str, payload: dict[str, Any], version: int = 1) -> None:
-        """Record an event in this task's transaction; its subscribers' tasks come with it."""
-        events.emit(
+        """Record an event; it and its subscribers' tasks are written with this task's
+        completion, in its transaction (and not at all if the task does not complete)."""
+        self.outbox.add(
             event_type,
             payload,
             workflow_id=self.workflow_id,
             correlation_id=self.correlation_id,
             version=version,
-            source_task=self.task,
+            source_task_id=self.task_id,
         )
 
     def heartbeat(self, checkpoint: Any = lifecycle.UNSET) -> None:
@@ -90,6 +117,26 @@ class TaskContext:
         """``with context.keeping_alive(): slow_call()`` heartbeats from a background thread
         every third of the lease while the block runs, and stops when it ends."""
         return self.lease.keeping_alive()
+
+    @contextmanager
+    def outside(self) -> Iterator[None]:
+        """``with context.outside(): gateway.charge(...)``: a call to the outside world.
+
+        It must run with no transaction open (in the operation's ``call``), so it holds no
+        row lock; with a connection pool (DATABASE_POOL_SIZE) the thread's connection goes
+        back before it, so a thousand calls in flight hold no thousand connections; and the
+        attempt heartbeats while it waits, so a call of many leases keeps its claim (the
+        client's own timeout must cut a hung call: the attempt still ends at
+        AGENT_TASK_MAX_RUNTIME_SECONDS)."""
+        if connection.in_atomic_block:
+            raise OutsideCallInTransaction(
+                f"{self.task.agent}.{self.task.operation}: an outside call inside a transaction holds "
+                "its locks while it waits; make it in the operation's `call`"
+            )
+        if getattr(connection, "pool", None) is not None:
+            connection.close()  # back to the pool: the next query takes one again
+        with self.keeping_alive():
+            yield
 
     def add_cost(self, units: Decimal | float | int) -> None:
         self.cost += Decimal(str(units))

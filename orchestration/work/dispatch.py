@@ -1,23 +1,30 @@
-"""Publishing wake-up messages to Celery, after the rows they point at are committed.
+"""Wake-up messages to Celery, sent after the rows they point at are committed.
 
-A message carries only the task id. It is a hint: delivered at least once,
-possibly twice, possibly never. A lost one is found again by the re-publish sweep.
+A wake-up says "an agent of this queue has ready work": the worker that takes it claims
+and runs the ready tasks of the agents it serves (runner.drain). It is a hint, delivered at
+least once, possibly twice, possibly never: a lost one is found again by the re-publish
+sweep, a duplicate finds nothing to claim. Wake-ups are not multiplied by the work: while
+one is queued for a queue and not yet taken, committing more work sends none (a key in
+Redis says so), so under load Celery carries a few messages per worker, not one per task.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+import redis
 from django.db import transaction
 
 from orchestration.conf import kernel_settings
 from orchestration.observability.logcontext import CORRELATION_HEADER
+from orchestration.redis_client import redis_client
 from orchestration.registry import registry
 
 logger = logging.getLogger(__name__)
 
 RUN_AGENT_TASK = "orchestration.run_agent_task"
+WAKE = "orchestration.wake"
 
 
 def after_commit(callback: Callable[[], object]) -> None:
@@ -25,8 +32,35 @@ def after_commit(callback: Callable[[], object]) -> None:
     transaction.on_commit(callback, robust=True)
 
 
-def publish_on_commit(task_id: int, agent: str, operation: str = "", correlation_id: str = "") -> None:
-    after_commit(lambda: publish(task_id, agent, operation, correlation_id))
+def wake_on_commit(agents: Iterable[str]) -> None:
+    """Once the transaction commits, wake the queues of these agents (those with new work)."""
+    queues = sorted({queue_for(agent) for agent in agents})
+    if queues:
+        after_commit(lambda: [wake_queue(queue) for queue in queues])
+
+
+def wake_queue(queue: str, *, force: bool = False) -> bool:
+    """Send a wake-up to ``queue`` unless one is already waiting there (``force``: send anyway,
+    for the sweep that finds work whose wake-up was lost). True when one was sent."""
+    if not force:
+        try:
+            if not redis_client().set(_waiting_key(queue), "1", nx=True, ex=kernel_settings().wakeup_ttl_seconds):
+                return False
+        except redis.RedisError:  # no way to know: a duplicate wake-up is harmless
+            logger.debug("could not check for a waiting wake-up on %s", queue, exc_info=True)
+    return _send(WAKE, {}, queue)
+
+
+def woken(queue: str) -> None:
+    """The wake-up waiting on ``queue`` is taken: work committed from now on sends another."""
+    try:
+        redis_client().delete(_waiting_key(queue))
+    except redis.RedisError:  # the key expires on its own
+        logger.debug("could not clear the waiting wake-up of %s", queue, exc_info=True)
+
+
+def _waiting_key(queue: str) -> str:
+    return f"wakeup:{queue}"
 
 
 def lease_for(agent: str, operation: str) -> int:
@@ -42,24 +76,24 @@ def queue_for(agent: str) -> str:
 
 
 def publish(task_id: int, agent: str, operation: str = "", correlation_id: str = "") -> bool:
-    """Send the message now. A failure is logged, not raised: the sweep will send it again."""
+    """Send a message for this one task now (an operator's replay; a duplicate in a test)."""
+    return _send(RUN_AGENT_TASK, {"task_id": task_id}, queue_for(agent), correlation_id)
+
+
+def _send(name: str, kwargs: dict, queue: str, correlation_id: str = "") -> bool:
+    """A failure is logged, not raised: the database still holds the truth, and the sweep
+    sends again. No per-message time limits: a heartbeat cannot move those. The kernel's
+    deadline follows each task's lease (orchestration.work.deadline); Celery's worker-wide
+    hard limit is the ceiling on one message."""
     from celery import current_app
 
-    queue = queue_for(agent)
     try:
-        # No per-message time limits: a heartbeat cannot move those. The kernel's deadline
-        # follows the lease (orchestration.work.deadline); Celery's worker-wide hard limit is the
-        # ceiling on one attempt.
         current_app.send_task(
-            RUN_AGENT_TASK,
-            kwargs={"task_id": task_id},
-            queue=queue,
-            headers={CORRELATION_HEADER: correlation_id},
-            ignore_result=True,
+            name, kwargs=kwargs, queue=queue, headers={CORRELATION_HEADER: correlation_id}, ignore_result=True
         )
         return True
-    except Exception:  # the broker is down or unreachable; the database still holds the truth
-        logger.warning("could not publish task %s to %s; the sweep will retry", task_id, queue, exc_info=True)
+    except Exception:
+        logger.warning("could not send %s to %s; the sweep will send it again", name, queue, exc_info=True)
         return False
 
 

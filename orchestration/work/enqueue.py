@@ -13,7 +13,7 @@ from orchestration.conf import kernel_settings
 from orchestration.errors import IdempotencyConflict, KernelError
 from orchestration.models import AgentTask, new_workflow_id
 from orchestration.registry import registry
-from orchestration.work.dispatch import publish_on_commit
+from orchestration.work.dispatch import wake_on_commit
 
 
 def new_correlation_id() -> str:
@@ -65,8 +65,8 @@ def enqueue(
                 "max_attempts": max_attempts or definition.max_attempts or kernel_settings().default_max_attempts,
                 "run_after": run_after or now,
                 "expires_at": now + timedelta(seconds=ttl) if ttl else None,
-                # Published on commit below; a message lost after the commit is re-sent
-                # by the sweep once this stamp is older than the re-publish window.
+                # Its agent is woken on commit below; a wake-up lost after the commit is sent
+                # again by the sweep once this stamp is older than the re-publish window.
                 "dispatched_at": now,
                 "created_at": now,
                 "updated_at": now,
@@ -78,5 +78,5 @@ def enqueue(
                 f"({task.agent}.{task.operation}), not {agent}.{operation}"
             )
         if created and task.run_after <= now:
-            publish_on_commit(task.pk, agent, operation, task.correlation_id)
+            wake_on_commit([agent])
     return task, created

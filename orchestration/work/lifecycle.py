@@ -9,22 +9,25 @@ token, so a worker whose lease was reclaimed while it slept changes nothing.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
-from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus
-from orchestration.work.dispatch import publish_on_commit
-from orchestration.work.events import emit_dead_event
+from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
+from orchestration.work.dispatch import wake_on_commit
+from orchestration.work.events import Outbox, emit_dead_event, outbox_statement
 
 TABLE = AgentTask._meta.db_table
+ATTEMPTS = TaskAttempt._meta.db_table
+BUDGETS = WorkflowBudget._meta.db_table
 UNSET: Any = object()
 
 
@@ -38,89 +41,150 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random | No
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 
-@dataclass(frozen=True)
+@dataclass
+class Budget:
+    """What the workflow has spent, as its claim counted it (None for uncounted work)."""
+
+    steps: int
+    max_steps: int
+    cost: Decimal
+    max_cost: Decimal
+    stopped: bool
+
+    @property
+    def exceeded(self) -> str | None:
+        """Why this step may not run, or None."""
+        if self.steps > self.max_steps:
+            return f"step budget spent: step {self.steps} of at most {self.max_steps}"
+        if self.cost > self.max_cost:
+            return f"cost budget spent: {self.cost} of at most {self.max_cost} units"
+        return None
+
+    @property
+    def steps_left(self) -> int:
+        return max(self.max_steps - self.steps, 0)
+
+
+@dataclass
 class Claim:
     task: AgentTask
-    attempt: TaskAttempt
+    lease_seconds: int
+    budget: Budget | None  # None: the operation does not count against the budget
 
     @property
     def fence(self) -> int:
         return self.task.fence
 
 
-CLAIM_SET = """
-    status = 'claimed', fence = t.fence + 1, attempts = t.attempts + 1,
-    claimed_by = %(worker)s, lease_expires_at = %(lease_expires_at)s,
-    heartbeat_at = %(now)s, updated_at = %(now)s
-"""
 READY = "t.status = 'pending' AND t.run_after <= %(now)s AND (t.expires_at IS NULL OR t.expires_at > %(now)s)"
 
+# One statement claims, opens the attempt's span and counts the budget step: the row's
+# status and new fencing token decide who won; the span and the step commit with it (the
+# claim runs in autocommit, so the attempt is counted even if the worker dies right after).
+CLAIM = f"""
+    WITH claimed AS (
+        UPDATE {TABLE} AS t SET
+            status = 'claimed', fence = t.fence + 1, attempts = t.attempts + 1, claimed_by = %(worker)s,
+            lease_expires_at = %(now)s + make_interval(secs => coalesce(
+                (SELECT l.seconds FROM unnest(%(lease_ops)s::text[], %(lease_seconds)s::int[]) AS l(op, seconds)
+                 WHERE l.op = t.agent || '.' || t.operation), %(default_lease)s)),
+            heartbeat_at = %(now)s, updated_at = %(now)s
+        WHERE {{picked}} AND {READY}
+        RETURNING t.*
+    ),
+    opened AS (
+        INSERT INTO {ATTEMPTS} (task_id, number, fence, agent, operation, correlation_id, worker, queue, status,
+            error, started_at)
+        SELECT id, attempts, fence, agent, operation, correlation_id, %(worker)s, %(queue)s, 'running', '', %(now)s
+        FROM claimed
+    ),
+    counted AS (
+        INSERT INTO {BUDGETS} AS b (workflow_id, correlation_id, steps, cost, max_steps, max_cost, exceeded_reason,
+            created_at)
+        SELECT workflow_id, min(correlation_id), count(*), 0, %(max_steps)s, %(max_cost)s, '', %(now)s
+        FROM claimed WHERE NOT (agent || '.' || operation = ANY(%(uncounted)s::text[]))
+        GROUP BY workflow_id
+        ON CONFLICT (workflow_id) DO UPDATE SET steps = b.steps + excluded.steps
+        RETURNING b.workflow_id, b.steps, b.max_steps, b.cost, b.max_cost, b.exceeded_at IS NOT NULL AS stopped
+    )
+    SELECT claimed.*, counted.steps AS budget_steps, counted.max_steps AS budget_max_steps,
+        counted.cost AS budget_cost, counted.max_cost AS budget_max_cost, counted.stopped AS budget_stopped
+    FROM claimed LEFT JOIN counted ON counted.workflow_id = claimed.workflow_id
+        AND NOT (claimed.agent || '.' || claimed.operation = ANY(%(uncounted)s::text[]))
+    ORDER BY claimed.priority DESC, claimed.run_after, claimed.id
+"""
+ONE = "t.id = %(id)s"
+BATCH = f"""t.id IN (
+    SELECT t.id FROM {TABLE} AS t WHERE t.agent = ANY(%(agents)s::text[]) AND {READY}
+    ORDER BY t.priority DESC, t.run_after, t.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+)"""
 
-def claim(
-    task_id: int,
-    *,
-    worker: str,
-    queue: str = "",
-    lease_seconds: int | None = None,
-    now: datetime | None = None,
-) -> Claim | None:
+
+def claim(task_id: int, *, worker: str, queue: str = "", now: datetime | None = None) -> Claim | None:
     """Take a ready pending task; None when it is taken, finished, not ready or gone."""
-    now = now or timezone.now()
-    params = _claim_params(worker, lease_seconds, now) | {"id": task_id}
-    sql = f"UPDATE {TABLE} AS t SET {CLAIM_SET} WHERE t.id = %(id)s AND {READY} RETURNING t.*"
-    with transaction.atomic():
-        claimed = list(AgentTask.objects.raw(sql, params))
-        if not claimed:
-            return None
-        return Claim(claimed[0], _start_attempt(claimed[0], worker, queue, now))
+    claimed = _claim(ONE, {"id": task_id}, worker, queue, now)
+    return claimed[0] if claimed else None
 
 
 def claim_batch(
-    agents: list[str],
-    *,
-    worker: str,
-    limit: int,
-    queue: str = "",
-    lease_seconds: int | None = None,
-    now: datetime | None = None,
+    agents: list[str], *, worker: str, limit: int, queue: str = "", now: datetime | None = None
 ) -> list[Claim]:
-    """Claim up to ``limit`` ready tasks of these agents; concurrent claimers skip each other's rows."""
+    """Claim up to ``limit`` ready tasks of these agents, highest priority and oldest first;
+    concurrent claimers skip each other's rows."""
+    return _claim(BATCH, {"agents": agents, "limit": limit}, worker, queue, now)
+
+
+def _claim(picked: str, params: dict[str, Any], worker: str, queue: str, now: datetime | None) -> list[Claim]:
+    from orchestration.limits.budgets import default_caps
+
     now = now or timezone.now()
-    params = _claim_params(worker, lease_seconds, now) | {"agents": agents, "limit": limit}
-    sql = f"""
-        UPDATE {TABLE} AS t SET {CLAIM_SET}
-        FROM (
-            SELECT t.id FROM {TABLE} AS t
-            WHERE t.agent = ANY(%(agents)s) AND {READY}
-            ORDER BY t.priority DESC, t.run_after, t.id
-            LIMIT %(limit)s
-            FOR UPDATE SKIP LOCKED
-        ) AS picked
-        WHERE t.id = picked.id
-        RETURNING t.*
-    """
-    with transaction.atomic():
-        claimed = list(AgentTask.objects.raw(sql, params))
-        return [Claim(task, _start_attempt(task, worker, queue, now)) for task in claimed]
+    config = kernel_settings()
+    leases = registry_leases()
+    max_steps, max_cost = default_caps()
+    params = {
+        **params,
+        "worker": worker,
+        "queue": queue,
+        "now": now,
+        "lease_ops": list(leases),
+        "lease_seconds": list(leases.values()),
+        "default_lease": config.default_lease_seconds,
+        "max_steps": max_steps,
+        "max_cost": max_cost,
+        "uncounted": uncounted_operations(),
+    }
+    claims = []
+    for task in AgentTask.objects.raw(CLAIM.format(picked=picked), params):
+        budget = None
+        if task.budget_steps is not None:
+            budget = Budget(
+                task.budget_steps, task.budget_max_steps, task.budget_cost, task.budget_max_cost, task.budget_stopped
+            )
+        lease = leases.get(f"{task.agent}.{task.operation}", config.default_lease_seconds)
+        claims.append(Claim(task, lease, budget))
+    return claims
 
 
-def _claim_params(worker: str, lease_seconds: int | None, now: datetime) -> dict[str, Any]:
-    lease = lease_seconds or kernel_settings().default_lease_seconds
-    return {"worker": worker, "now": now, "lease_expires_at": now + timedelta(seconds=lease)}
+def registry_leases() -> dict[str, int]:
+    """Each operation's declared lease, "agent.operation" -> seconds (others get the default)."""
+    from orchestration.registry import registry
+
+    return {
+        f"{definition.name}.{operation.name}": operation.lease_seconds
+        for definition, operation in registry.all_operations()
+        if operation.lease_seconds
+    }
 
 
-def _start_attempt(task: AgentTask, worker: str, queue: str, now: datetime) -> TaskAttempt:
-    return TaskAttempt.objects.create(
-        task=task,
-        number=task.attempts,
-        fence=task.fence,
-        agent=task.agent,
-        operation=task.operation,
-        correlation_id=task.correlation_id,
-        worker=worker,
-        queue=queue,
-        started_at=now,
-    )
+def uncounted_operations() -> list[str]:
+    """The operations that do not count against a workflow's budget (compensations)."""
+    from orchestration.registry import registry
+
+    return [
+        f"{definition.name}.{operation.name}"
+        for definition, operation in registry.all_operations()
+        if operation.compensation
+    ]
 
 
 def _finish_attempt(task_id: int, fence: int, status: str, error: str = "", now: datetime | None = None) -> None:
@@ -157,24 +221,52 @@ def heartbeat(
 
 
 def complete(
-    task_id: int, fence: int, *, result: Any = None, cost: Decimal | float = 0, now: datetime | None = None
-) -> bool:
-    """Mark the task succeeded, in the caller's transaction; False when fenced out."""
+    task_id: int,
+    fence: int,
+    *,
+    result: Any = None,
+    cost: Decimal | float = 0,
+    workflow_id: str = "",
+    outbox: Outbox | None = None,
+    inlined: dict | None = None,
+    now: datetime | None = None,
+) -> list[str] | None:
+    """Mark the task succeeded, close its span, add its cost to the workflow's budget and
+    write what it emitted (events, subscribers' tasks, inline steps), in the caller's
+    transaction and in one statement. Returns the agents that got new tasks (to wake after
+    the commit), or None when fenced out: then nothing was written, and the caller rolls back."""
     now = now or timezone.now()
-    done = (
-        _owned(task_id, fence).update(
-            status=TaskStatus.SUCCEEDED,
-            result=result,
-            cost=F("cost") + cost,
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
-        == 1
-    )
-    if done:
-        _finish_attempt(task_id, fence, AttemptStatus.SUCCEEDED, now=now)
-    return done
+    ctes, params = outbox_statement(outbox or Outbox(), inlined=inlined)
+    params |= {
+        "id": task_id,
+        "fence": fence,
+        "result": json.dumps(result),
+        "cost": Decimal(str(cost)),
+        "workflow": workflow_id,
+        "now": now,
+    }
+    sql = f"""
+        WITH done AS (
+            UPDATE {TABLE} SET status = 'succeeded', result = %(result)s::jsonb, cost = cost + %(cost)s,
+                lease_expires_at = NULL, finished_at = %(now)s, updated_at = %(now)s
+            WHERE id = %(id)s AND status = 'claimed' AND fence = %(fence)s
+            RETURNING id
+        ),
+        closed AS (
+            UPDATE {ATTEMPTS} SET status = 'succeeded', finished_at = %(now)s
+            WHERE task_id = %(id)s AND fence = %(fence)s AND status = 'running' AND EXISTS (SELECT FROM done)
+        ),
+        spent AS (
+            UPDATE {BUDGETS} SET cost = cost + %(cost)s
+            WHERE workflow_id = %(workflow)s AND %(cost)s > 0 AND EXISTS (SELECT FROM done)
+        ),
+        {ctes}
+        SELECT EXISTS (SELECT FROM done), array(SELECT agent FROM woken)
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        done, woken = cursor.fetchone()
+    return list(woken) if done else None
 
 
 def fail(
@@ -279,5 +371,5 @@ def replay(task_id: int, *, now: datetime | None = None) -> bool:
             updated_at=now,
         )
         if changed == 1 and task is not None:
-            publish_on_commit(task_id, task.agent, task.operation, task.correlation_id)
+            wake_on_commit([task.agent])
         return changed == 1

@@ -1,8 +1,15 @@
-"""Running one agent task: claim, execute the handler, complete, all fenced.
+"""Running agent tasks: claim, execute, complete, all fenced.
 
-The handler's database effects and the task's completion commit in one
-transaction; the completion is conditional on the fencing token, so a worker
-whose lease was reclaimed while it slept rolls its effects back.
+The handler's database effects, the events it emitted (with the tasks of their subscribers
+and the steps run inline) and the task's completion commit in one transaction, and the
+completion is conditional on the fencing token, so a worker whose lease was reclaimed while
+it slept rolls its effects back. An operation's outside call runs before that transaction,
+with none open.
+
+A wake-up message makes a worker process drain: it claims the ready tasks of the agents it
+serves, a small batch at a time, and runs them one after the other until none is left or its
+time is up. Under load one message serves many tasks; when a batch comes back full the
+drainer wakes another process to help.
 """
 
 from __future__ import annotations
@@ -10,14 +17,18 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from datetime import timedelta
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
 from psycopg.errors import IdleInTransactionSessionTimeout
 
+from orchestration.conf import kernel_settings
 from orchestration.errors import (
     DeferTask,
+    InlineStepFailed,
     LeaseExpired,
     LeaseLost,
     PermanentError,
@@ -30,13 +41,13 @@ from orchestration.models import AgentTask, TaskStatus
 from orchestration.observability.logcontext import bind_log_context
 from orchestration.observability.metrics import observed_run
 from orchestration.observability.tracing import first_line
-from orchestration.registry import registry
-from orchestration.work import events, lifecycle
+from orchestration.registry import Operation, Route, registry
+from orchestration.work import dispatch, events, lifecycle
 from orchestration.work.context import TaskContext
-from orchestration.work.dispatch import lease_for
+from orchestration.work.ids import task_ids
 from orchestration.work.leases import AttemptLease
 from orchestration.work.outcome import RunOutcome
-from orchestration.work.workers import worker_name
+from orchestration.work.workers import remembered_queues, worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -59,22 +70,62 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (RetryableError, LeaseExpired, SoftTimeLimitExceeded)
 
 
-@observed_run
 def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> RunOutcome:
     """Run one task if we can claim it. Returns what happened, for logs and tests."""
     worker = worker or worker_name()
-    task = AgentTask.objects.filter(id=task_id).only("agent", "operation").first()
-    if task is None:
-        logger.info("task %s does not exist (pruned or rolled back); nothing to do", task_id)
-        return RunOutcome.MISSING
-    operation = registry.operation(task.agent, task.operation)
-    lease = lease_for(task.agent, task.operation)
-    claimed_at = time.monotonic()  # before the lease starts: our deadline never outlasts it
-    claim = lifecycle.claim(task_id, worker=worker, queue=queue, lease_seconds=lease)
+    claim = lifecycle.claim(task_id, worker=worker, queue=queue)
     if claim is None:
-        logger.debug("task %s not claimable (taken, finished or not ready)", task_id)
-        return RunOutcome.NOT_CLAIMED
+        missing = not AgentTask.objects.filter(id=task_id).exists()
+        logger.debug("task %s not claimable (%s)", task_id, "gone" if missing else "taken, finished or not ready")
+        return RunOutcome.MISSING if missing else RunOutcome.NOT_CLAIMED
+    return run_claimed(claim, worker=worker, queue=queue)
+
+
+def drain(queue: str, *, worker: str | None = None, seconds: float | None = None) -> int:
+    """Run the ready tasks of the agents this process serves until none is left or ``seconds``
+    pass; returns how many ran. The wake-up that called it is spent: work committed from now
+    on sends a new one."""
+    config = kernel_settings()
+    worker = worker or worker_name()
+    seconds = config.drain_seconds if seconds is None else seconds
+    agents = agents_served(queue)
+    dispatch.woken(queue)
+    started, ran = time.monotonic(), 0
+    while time.monotonic() - started < seconds:
+        claims = lifecycle.claim_batch(agents, worker=worker, limit=config.claim_batch, queue=queue)
+        if not claims:
+            return ran
+        if len(claims) == config.claim_batch:
+            dispatch.wake_queue(queue)  # more is waiting: bring an idle process in
+        for claim in claims:
+            keep_claim_fresh(claim)
+            run_claimed(claim, worker=worker, queue=queue)
+            ran += 1
+    dispatch.wake_queue(queue)  # out of time with work maybe left: hand over to the next wake-up
+    return ran
+
+
+def agents_served(queue: str) -> list[str]:
+    """The agents whose queues this worker consumes (the queue of the wake-up when unknown)."""
+    queues = set(remembered_queues()) or {queue}
+    return [name for name, definition in registry.agents.items() if definition.queue in queues] or [
+        name for name, definition in registry.agents.items() if definition.queue == queue
+    ]
+
+
+def keep_claim_fresh(claim: lifecycle.Claim) -> None:
+    """A task claimed in a batch waited for the ones before it: if half its lease is gone,
+    extend it before its handler starts, so its deadline is a whole lease."""
+    half_gone = claim.task.lease_expires_at - timedelta(seconds=claim.lease_seconds / 2)
+    if timezone.now() >= half_gone:
+        lifecycle.heartbeat(claim.task.pk, claim.fence, lease_seconds=claim.lease_seconds)
+
+
+@observed_run
+def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunOutcome:
+    """Run a task we hold: its guards, its outside call, its handler and completion."""
     claimed = claim.task
+    claimed_at = time.monotonic()
     bind_log_context(
         correlation_id=claimed.correlation_id,
         workflow_id=claimed.workflow_id,
@@ -83,36 +134,42 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> Run
         task_id=claimed.pk,
         attempt=claimed.attempts,
     )
+    operation = registry.operation(claimed.agent, claimed.operation)
     if operation is None:
         return _fail(claimed, f"no handler registered for {claimed.agent}.{claimed.operation}", False)
+    if claim.budget is not None and (reason := claim.budget.exceeded):
+        return _stop_for_budget(claimed, reason)
 
-    attempt = AttemptLease(claimed.pk, claimed.fence, lease, claimed_at=claimed_at)
-    context = TaskContext(claimed, operation, attempt)
+    attempt = AttemptLease(claimed.pk, claimed.fence, claim.lease_seconds, claimed_at=claimed_at)
+    context = TaskContext(claimed, operation, attempt, budget=claim.budget, worker=worker, queue=queue)
     admission = None
     try:
-        if claimed.payload_version not in operation.payload_versions:
-            accepted = sorted(operation.payload_versions)
-            raise UnsupportedPayloadVersion(
-                f"{claimed.agent}.{claimed.operation} accepts payload versions {accepted}, "
-                f"not {claimed.payload_version}"
-            )
+        _check_version(operation, claimed)
         admission = admit(
             agent=claimed.agent,
             dependency=operation.dependency,
             holder=f"{claimed.pk}:{claimed.fence}",
-            lease_seconds=lease,
+            lease_seconds=claim.lease_seconds,
         )
         attempt.admission = admission  # heartbeats extend its slots with the lease
+        if operation.call is not None:
+            context.answer = attempt.run(operation.call, context)  # no transaction open
         with transaction.atomic():
-            if not operation.compensation:
-                budgets.spend_step(claimed.workflow_id, claimed.correlation_id)
             result = attempt.run(operation.handler, context)
-            budgets.add_cost(claimed.workflow_id, context.cost)
-            if not lifecycle.complete(claimed.pk, claimed.fence, result=result, cost=context.cost):
+            inlined = attempt.run(run_inline_steps, context)
+            woken = lifecycle.complete(
+                claimed.pk,
+                claimed.fence,
+                result=result,
+                cost=context.cost,
+                workflow_id=claimed.workflow_id,
+                outbox=context.outbox,
+                inlined=inlined,
+            )
+            if woken is None:
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
+            dispatch.wake_on_commit(woken)
         admission.record(ok=True)
-    except budgets.BudgetExceeded as error:
-        return _stop_for_budget(claimed, str(error))
     except LeaseLost as error:
         logger.warning("%s; effects rolled back", error)
         lifecycle.record_fenced_out(claimed.pk, claimed.fence)
@@ -121,7 +178,7 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> Run
         lifecycle.defer(claimed.pk, claimed.fence, run_after=deferral.run_after, reason=deferral.reason)
         return RunOutcome.DEFERRED
     except RETRYABLE_ERRORS as error:
-        if admission is not None and isinstance(error, DEPENDENCY_ERRORS):
+        if admission is not None and isinstance(error, DEPENDENCY_ERRORS) and not isinstance(error, InlineStepFailed):
             admission.record(ok=False)  # the dependency failed us: the breaker counts it
         return _fail(claimed, _describe(error), True)
     except PermanentError as error:
@@ -138,6 +195,102 @@ def run_task(task_id: int, *, queue: str = "", worker: str | None = None) -> Run
     return RunOutcome.SUCCEEDED
 
 
+# --- Steps run inline ----------------------------------------------------------------
+
+
+def run_inline_steps(context: TaskContext) -> dict[int, list[Route]]:
+    """Run, in this transaction, the inline operations that hear the events emitted so far
+    (and those their own events reach); returns, by event id, the routes that ran inline (the
+    others get a task of their own with the completion).
+
+    Only a task's first attempt runs steps inline: if one fails, the attempt rolls back and
+    the next gives every subscriber a task of its own, where a failing step fails alone."""
+    inlined: dict[int, list[Route]] = {}
+    if context.attempt > 1:
+        return inlined
+    budget = context.budget
+    index = 0
+    while index < len(context.outbox.events):
+        event = context.outbox.events[index]
+        index += 1
+        for route in registry.subscribers(event.type):
+            operation = registry.operation(route.agent, route.operation)
+            if operation is None or not operation.inline:
+                continue
+            counted = not operation.compensation
+            if counted and budget is not None and budget.steps_left <= 0:
+                continue  # its own task will find the budget spent, and stop the workflow
+            _run_inline(context, event, route, operation, counted=counted)
+            if counted and budget is not None:
+                budget.steps += 1
+            inlined.setdefault(event.id, []).append(route)
+    return inlined
+
+
+def _run_inline(
+    parent: TaskContext, event: events.Emitted, route: Route, operation: Operation, *, counted: bool
+) -> None:
+    task = AgentTask(
+        id=task_ids.take()[0],
+        agent=route.agent,
+        operation=operation.name,
+        event_type=event.type,
+        payload=event.payload,
+        payload_version=event.version,
+        status=TaskStatus.CLAIMED,
+        attempts=1,
+        fence=1,
+        idempotency_key=events.route_key(event.id, route),
+        workflow_id=event.workflow_id,
+        correlation_id=event.correlation_id,
+        parent_id=event.source_task_id,
+    )
+    context = TaskContext(
+        task,
+        operation,
+        parent.lease,
+        outbox=parent.outbox,
+        budget=parent.budget,
+        worker=parent.worker,
+        queue=parent.queue,
+        held=parent.held,
+    )
+    started = timezone.now()
+    try:
+        _check_version(operation, task)
+        result = operation.handler(context)
+    except Exception as error:
+        raise InlineStepFailed(
+            f"{route.agent}.{operation.name}, run inline for {event.type}, failed: {_describe(error)}"
+        ) from error
+    parent.cost += context.cost
+    parent.outbox.inline.append(
+        events.InlineRun(
+            task.pk,
+            operation,
+            route.agent,
+            event,
+            result,
+            parent.worker,
+            parent.queue,
+            started,
+            timezone.now(),
+            counted,
+        )
+    )
+
+
+# --- Endings other than success ---------------------------------------------------------
+
+
+def _check_version(operation: Operation, task: AgentTask) -> None:
+    if task.payload_version not in operation.payload_versions:
+        accepted = sorted(operation.payload_versions)
+        raise UnsupportedPayloadVersion(
+            f"{task.agent}.{task.operation} accepts payload versions {accepted}, not {task.payload_version}"
+        )
+
+
 def _stop_for_budget(task: AgentTask, reason: str) -> RunOutcome:
     """Do not run the step; tell the workflow once, so its owner stops and compensates."""
     with transaction.atomic():
@@ -150,7 +303,7 @@ def _stop_for_budget(task: AgentTask, reason: str) -> RunOutcome:
                 workflow_id=task.workflow_id,
                 correlation_id=task.correlation_id,
                 version=task.payload_version,
-                source_task=task,
+                source_task_id=task.pk,
             )
     logger.warning("workflow %s stopped: %s", task.workflow_id, reason)
     return RunOutcome.OVER_BUDGET

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
 from orchestration.models import AgentTask, AttemptStatus, Event, RejectedMessage, TaskAttempt, TaskStatus
 from orchestration.observability.metrics import DEAD_LETTERS
-from orchestration.work.dispatch import publish_on_commit, queue_depth, queue_for
+from orchestration.work.dispatch import after_commit, queue_depth, queue_for, wake_on_commit, wake_queue
 from orchestration.work.events import emit_dead_event
 
 TABLE = AgentTask._meta.db_table
@@ -21,7 +20,7 @@ EVENTS = Event._meta.db_table
 
 
 def _locked_batch(condition: str) -> str:
-    return f"SELECT id FROM {TABLE} WHERE {condition} ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+    return f"SELECT id, dispatched_at FROM {TABLE} WHERE {condition} ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 
 
 def reclaim_expired_leases(now: datetime | None = None, limit: int | None = None) -> int:
@@ -70,8 +69,9 @@ def expire_overdue_tasks(now: datetime | None = None, limit: int | None = None) 
 
 
 def republish_lost_messages(now: datetime | None = None, limit: int | None = None) -> int:
-    """Ready pending tasks with no message since they became ready (a backoff ended) or
-    whose message is older than the re-publish window (lost) get a new one."""
+    """Wake the agents of ready pending tasks that no wake-up covers: those that became ready
+    after a backoff or a deferral, and those whose wake-up is older than the re-publish window
+    (lost) while their queue holds no message."""
     config = kernel_settings()
     now = now or timezone.now()
     stale = now - timedelta(seconds=config.republish_after_seconds)
@@ -81,10 +81,8 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
         "limit": limit or config.sweep_batch_size,
         "crowded": crowded_agents(now, stale),
     }
-    # A task that became ready after a backoff or a deferral has no message yet: always send.
-    # One whose message is merely old is re-sent only when its agent's queue holds fewer
-    # messages than the agent has ready tasks: otherwise the message is likely still queued
-    # behind a backlog, and re-sending every 30 s would grow the queue without bound.
+    # A queue that still holds a message is not woken again for old work: that message will
+    # drain it, and re-sending every 30 s behind a backlog would grow the queue without bound.
     ready = (
         "status = 'pending' AND run_after <= %(now)s AND (expires_at IS NULL OR expires_at > %(now)s)"
         " AND (dispatched_at IS NULL OR dispatched_at < run_after"
@@ -92,26 +90,27 @@ def republish_lost_messages(now: datetime | None = None, limit: int | None = Non
     )
     sql = f"""
         UPDATE {TABLE} AS t SET dispatched_at = %(now)s
-        FROM ({_locked_batch(ready)}) AS r
+        FROM ({_locked_batch(ready, columns="id, dispatched_at")}) AS r
         WHERE t.id = r.id
-        RETURNING t.id, t.fence, t.status, t.agent, t.operation, t.correlation_id
+        RETURNING t.agent, r.dispatched_at IS NULL OR r.dispatched_at < %(stale)s
     """
     with transaction.atomic():
         rows = _fetch(sql, params)
-        _after_sweep(rows)
+        lost = sorted({queue_for(agent) for agent, was_lost in rows if was_lost})
+        woken = sorted({queue_for(agent) for agent, was_lost in rows if not was_lost})
+        after_commit(lambda: [wake_queue(queue, force=queue in lost) for queue in sorted({*lost, *woken})])
     return len(rows)
 
 
 def crowded_agents(now: datetime, stale: datetime) -> list[str]:
-    """Of the agents with a message old enough to re-send, those whose queue already holds a
-    message for each of their ready tasks, or more. A quiet system asks the broker nothing."""
+    """Of the agents with a wake-up old enough to send again, those whose queue still holds a
+    message (it will drain them). A quiet system asks the broker nothing."""
     ready = AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=now)
-    with_stale = ready.filter(dispatched_at__lt=stale).values("agent").distinct()
-    counts = ready.filter(agent__in=with_stale).values("agent").annotate(n=Count("pk")).values_list("agent", "n")
+    with_stale = ready.filter(dispatched_at__lt=stale).values_list("agent", flat=True).distinct()
     crowded = []
-    for agent, count in counts:
+    for agent in with_stale:
         depth = queue_depth(queue_for(agent))
-        if depth is not None and depth >= count:
+        if depth:
             crowded.append(agent)
     return crowded
 
@@ -151,11 +150,9 @@ def _fetch(sql: str, params: dict) -> list[tuple]:
 
 
 def _after_sweep(rows: list[tuple]) -> None:
-    """Publish the tasks that went back to pending; tell owners about the dead ones."""
+    """Wake the agents of the tasks that went back to pending; tell owners about the dead ones."""
     dead_ids = [task_id for task_id, _fence, status, *_rest in rows if status == "dead"]
     for task in AgentTask.objects.filter(id__in=dead_ids):
         emit_dead_event(task)
         DEAD_LETTERS.labels(task.agent).inc()
-    for task_id, _fence, status, agent, operation, correlation_id in rows:
-        if status == "pending":
-            publish_on_commit(task_id, agent, operation, correlation_id)
+    wake_on_commit(agent for _id, _fence, status, agent, *_rest in rows if status == "pending")

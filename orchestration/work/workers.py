@@ -51,6 +51,11 @@ def mark_stopped() -> None:
     Worker.objects.filter(name=worker_name()).update(stopped_at=timezone.now())
 
 
+def remembered_queues() -> list[str]:
+    """The queues this worker consumes ([] outside a worker, e.g. a test calling the runner)."""
+    return [name for name in _queues.split(",") if name]
+
+
 def remember_queues(names: list[str]) -> None:
     """The worker's queues, for every heartbeat of its processes (the operators' workers page)."""
     global _queues
