@@ -29,7 +29,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 SHOW_TIMEOUTS = """
 import django
 django.setup()
