@@ -253,9 +253,12 @@ def reservation_ttl() -> timedelta:
 def reserve_stock(order_id: int, held: dict | None = None) -> list[Reservation]:
     """Hold every line's stock, all or nothing; raises OutOfStock naming the product.
 
-    The products are locked in primary-key order (so two orders cannot deadlock) and then
-    held in one conditional UPDATE that cannot take a product below zero.
+    The products are locked in primary-key order (so two orders cannot deadlock), checked, and
+    then held in one UPDATE. A shortage is found before anything is held, so it leaves nothing
+    to undo: the caller's transaction goes on (it records the shortage) without a savepoint.
     """
+    shortage: OutOfStock | None = None
+    reservations: list[Reservation] = []
     with transaction.atomic(savepoint=False):
         # The order lock orders this against a cancel: an order that left CREATED
         # (cancelled while its reservation was on the way) gets no new hold.
@@ -264,27 +267,31 @@ def reserve_stock(order_id: int, held: dict | None = None) -> list[Reservation]:
             return []
         with connection.cursor() as cursor:
             cursor.execute(
-                f"""SELECT i.product_id, i.quantity, p.sku FROM {ITEMS} i JOIN {PRODUCTS} p ON p.id = i.product_id
+                f"""SELECT i.product_id, i.quantity, p.sku, p.stocked - p.reserved - p.sold
+                FROM {ITEMS} i JOIN {PRODUCTS} p ON p.id = i.product_id
                 WHERE i.order_id = %s ORDER BY p.id FOR NO KEY UPDATE OF p""",
                 [order_id],
             )
             lines = cursor.fetchall()
-            cursor.execute(
-                f"""UPDATE {PRODUCTS} p SET reserved = p.reserved + w.quantity
-                FROM unnest(%s::bigint[], %s::int[]) AS w(product_id, quantity)
-                WHERE p.id = w.product_id AND p.stocked >= p.reserved + p.sold + w.quantity
-                RETURNING p.id""",
-                [[line[0] for line in lines], [line[1] for line in lines]],
-            )
-            enough = {row[0] for row in cursor.fetchall()}
-        for product_id, quantity, sku in lines:
-            if product_id not in enough:
-                raise OutOfStock(sku, quantity)  # rolls back the lines held so far
-        now = timezone.now()
-        return Reservation.objects.bulk_create(
-            Reservation(order_id=order_id, product_id=product_id, quantity=quantity, expires_at=now + reservation_ttl())
-            for product_id, quantity, _sku in lines
-        )
+            short = [(sku, quantity) for _product, quantity, sku, available in lines if available < quantity]
+            if short:
+                shortage = OutOfStock(*short[0])
+            else:
+                cursor.execute(
+                    f"""UPDATE {PRODUCTS} p SET reserved = p.reserved + w.quantity
+                    FROM unnest(%s::bigint[], %s::int[]) AS w(product_id, quantity) WHERE p.id = w.product_id""",
+                    [[line[0] for line in lines], [line[1] for line in lines]],
+                )
+                now = timezone.now()
+                reservations = Reservation.objects.bulk_create(
+                    Reservation(
+                        order_id=order_id, product_id=product_id, quantity=quantity, expires_at=now + reservation_ttl()
+                    )
+                    for product_id, quantity, _sku, _available in lines
+                )
+    if shortage is not None:
+        raise shortage  # raised outside the atomic block, which would otherwise doom the caller's
+    return reservations
 
 
 # How each move of a reservation changes its product's counters: units held, units sold.

@@ -19,8 +19,8 @@ ATTEMPTS = TaskAttempt._meta.db_table
 EVENTS = Event._meta.db_table
 
 
-def _locked_batch(condition: str) -> str:
-    return f"SELECT id, dispatched_at FROM {TABLE} WHERE {condition} ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+def _locked_batch(condition: str, columns: str = "id") -> str:
+    return f"SELECT {columns} FROM {TABLE} WHERE {condition} ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
 
 
 def reclaim_expired_leases(now: datetime | None = None, limit: int | None = None) -> int:
