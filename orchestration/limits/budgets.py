@@ -4,32 +4,28 @@ A budget belongs to a workflow id, which the system mints when a workflow starts
 order's placement), never to the correlation id: that one a caller chooses, and callers
 who send the same X-Request-ID with many orders must not share, or spend, one budget.
 
-A step is counted before its handler runs, in the handler's transaction; cost is
-added when the step completes. A step that finds the budget spent does not run: the
-workflow is marked exceeded once, the kernel emits `workflow.budget_exceeded` so the
-owning agent stops and compensates, and the task goes dead with the reason.
-Compensating operations (Operation.compensation) always run, so a stopped workflow
-can still give back what it took.
+A step is counted when it is claimed, in the claim's own statement (orchestration.work.
+lifecycle); a step run inline is counted with its emitter's completion, which also adds the
+cost the steps reported. A step that finds the budget spent does not run and is not counted:
+the workflow is marked exceeded once, the kernel emits `workflow.budget_exceeded` so the
+owning agent stops and compensates, and the task is cancelled with the reason.
+Compensating operations (Operation.compensation) always run and are never counted, so a
+stopped workflow can still give back what it took.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
+from django.db import connection
 from django.utils import timezone
 
-from orchestration.errors import PermanentError
 from orchestration.models import WorkflowBudget
 
 BUDGET_EVENT = "workflow.budget_exceeded"
 TABLE = WorkflowBudget._meta.db_table
-
-
-class BudgetExceeded(PermanentError):
-    """The workflow spent its steps or cost; this step does not run."""
 
 
 def default_caps() -> tuple[int, Decimal]:
@@ -52,40 +48,19 @@ def set_caps(workflow_id: str, *, max_steps: int | None = None, max_cost: Decima
     budget.save(update_fields=["max_steps", "max_cost"])
 
 
-def spend_step(workflow_id: str, correlation_id: str = "") -> None:
-    """Count one step; raise BudgetExceeded when the workflow has no budget left for it."""
-    max_steps, max_cost = default_caps()
+def refuse_step(workflow_id: str, reason: str, now: datetime | None = None) -> bool:
+    """A step found the budget spent at its claim and does not run: uncount it (the claim
+    counted it) and mark the workflow stopped. True only for the first refusal: the workflow
+    is told once. One statement."""
     with connection.cursor() as cursor:
-        # One statement: create the budget row on first use, or count the step.
         cursor.execute(
-            f"""
-            INSERT INTO {TABLE} (workflow_id, correlation_id, steps, cost, max_steps, max_cost,
-                exceeded_reason, created_at)
-            VALUES (%s, %s, 1, 0, %s, %s, '', %s)
-            ON CONFLICT (workflow_id) DO UPDATE SET steps = {TABLE}.steps + 1
-            RETURNING steps, cost, max_steps, max_cost
-            """,
-            [workflow_id, correlation_id, max_steps, max_cost, timezone.now()],
+            f"""WITH before AS (SELECT id, exceeded_at FROM {TABLE} WHERE workflow_id = %(workflow)s FOR UPDATE)
+            UPDATE {TABLE} b SET steps = greatest(b.steps - 1, 0),
+                exceeded_at = coalesce(b.exceeded_at, %(now)s),
+                exceeded_reason = CASE WHEN b.exceeded_at IS NULL THEN %(reason)s ELSE b.exceeded_reason END
+            FROM before WHERE b.id = before.id
+            RETURNING before.exceeded_at IS NULL""",
+            {"workflow": workflow_id, "now": now or timezone.now(), "reason": reason[:300]},
         )
-        steps, cost, cap_steps, cap_cost = cursor.fetchone()
-    if steps > cap_steps:
-        raise BudgetExceeded(f"step budget spent: step {steps} of at most {cap_steps}")
-    if cost > cap_cost:
-        raise BudgetExceeded(f"cost budget spent: {cost} of at most {cap_cost} units")
-
-
-def add_cost(workflow_id: str, units: Decimal) -> None:
-    if units:
-        WorkflowBudget.objects.filter(workflow_id=workflow_id).update(cost=F("cost") + units)
-
-
-def mark_exceeded(workflow_id: str, reason: str) -> bool:
-    """True only for the first caller: the workflow is told once (its stop covers every
-    step of it that finds the budget spent)."""
-    with transaction.atomic():
-        return (
-            WorkflowBudget.objects.filter(workflow_id=workflow_id, exceeded_at__isnull=True).update(
-                exceeded_at=timezone.now(), exceeded_reason=reason[:300]
-            )
-            == 1
-        )
+        row = cursor.fetchone()
+    return bool(row and row[0])

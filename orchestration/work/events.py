@@ -19,14 +19,13 @@ from django.db import connection
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
-from orchestration.models import AgentTask, Event, TaskAttempt, WorkflowBudget
+from orchestration.models import AgentTask, Event, TaskAttempt
 from orchestration.registry import Operation, Route, registry
 from orchestration.work.ids import event_ids
 
 TASKS = AgentTask._meta.db_table
 EVENTS = Event._meta.db_table
 ATTEMPTS = TaskAttempt._meta.db_table
-BUDGETS = WorkflowBudget._meta.db_table
 
 
 @dataclass
@@ -93,6 +92,11 @@ class Outbox:
     def __bool__(self) -> bool:
         return bool(self.events or self.inline)
 
+    @property
+    def counted_steps(self) -> int:
+        """The budget steps its inline runs spent."""
+        return sum(run.counted for run in self.inline)
+
 
 def subscribers(event: Emitted, *, inlined: Iterable[Route] = ()) -> list[Route]:
     """The routes that get a pending task of their own (those run inline have one already)."""
@@ -102,21 +106,17 @@ def subscribers(event: Emitted, *, inlined: Iterable[Route] = ()) -> list[Route]
 
 def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None) -> tuple[str, dict]:
     """The CTEs that write an outbox, and their parameters. The statement's last CTE, `woken`,
-    lists the agents that got a new pending task (each needs a wake-up after the commit)."""
+    lists the agents that got a new pending task (each needs a wake-up after the commit). The
+    budget steps of inline runs are the completion's to count (lifecycle.complete): one
+    statement may update a row only once."""
     inlined = inlined or {}
     config = kernel_settings()
     events, tasks, inline, spans = _rows(outbox, inlined, config.default_max_attempts)
-    steps_by_workflow: dict[str, int] = {}
-    for run in outbox.inline:
-        if run.counted:
-            steps_by_workflow[run.event.workflow_id] = steps_by_workflow.get(run.event.workflow_id, 0) + 1
     params = {
         **_columns("ev", events, 8),
         **_columns("tk", tasks, 13),
         **_columns("il", inline, 14),
         **_columns("sp", spans, 10),
-        "budget_workflows": list(steps_by_workflow),
-        "budget_steps": list(steps_by_workflow.values()),
     }
     sql = f"""
         ev AS (
@@ -154,11 +154,6 @@ def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None =
             FROM unnest(%(sp0)s::bigint[], %(sp1)s::int[], %(sp2)s::text[], %(sp3)s::text[], %(sp4)s::text[],
                 %(sp5)s::text[], %(sp6)s::text[], %(sp7)s::text[], %(sp8)s::timestamptz[], %(sp9)s::timestamptz[])
                 AS x(t, n, a, o, co, w, q, s, st, fin)
-        ),
-        steps AS (
-            UPDATE {BUDGETS} AS b SET steps = b.steps + x.n
-            FROM unnest(%(budget_workflows)s::text[], %(budget_steps)s::int[]) AS x(wf, n)
-            WHERE b.workflow_id = x.wf
         ),
         woken AS (SELECT DISTINCT agent FROM tk)
     """

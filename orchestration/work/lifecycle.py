@@ -120,26 +120,43 @@ BATCH = f"""t.id IN (
 )"""
 
 
-def claim(task_id: int, *, worker: str, queue: str = "", now: datetime | None = None) -> Claim | None:
-    """Take a ready pending task; None when it is taken, finished, not ready or gone."""
-    claimed = _claim(ONE, {"id": task_id}, worker, queue, now)
+def claim(
+    task_id: int, *, worker: str, queue: str = "", lease_seconds: int | None = None, now: datetime | None = None
+) -> Claim | None:
+    """Take a ready pending task; None when it is taken, finished, not ready or gone. Its lease
+    is its operation's (``lease_seconds`` overrides it: tools and tests)."""
+    claimed = _claim(ONE, {"id": task_id}, worker, queue, lease_seconds, now)
     return claimed[0] if claimed else None
 
 
 def claim_batch(
-    agents: list[str], *, worker: str, limit: int, queue: str = "", now: datetime | None = None
+    agents: list[str],
+    *,
+    worker: str,
+    limit: int,
+    queue: str = "",
+    lease_seconds: int | None = None,
+    now: datetime | None = None,
 ) -> list[Claim]:
     """Claim up to ``limit`` ready tasks of these agents, highest priority and oldest first;
     concurrent claimers skip each other's rows."""
-    return _claim(BATCH, {"agents": agents, "limit": limit}, worker, queue, now)
+    return _claim(BATCH, {"agents": agents, "limit": limit}, worker, queue, lease_seconds, now)
 
 
-def _claim(picked: str, params: dict[str, Any], worker: str, queue: str, now: datetime | None) -> list[Claim]:
+def _claim(
+    picked: str,
+    params: dict[str, Any],
+    worker: str,
+    queue: str,
+    lease_seconds: int | None,
+    now: datetime | None,
+) -> list[Claim]:
     from orchestration.limits.budgets import default_caps
 
     now = now or timezone.now()
     config = kernel_settings()
-    leases = registry_leases()
+    leases = {} if lease_seconds else registry_leases()
+    default_lease = lease_seconds or config.default_lease_seconds
     max_steps, max_cost = default_caps()
     params = {
         **params,
@@ -148,7 +165,7 @@ def _claim(picked: str, params: dict[str, Any], worker: str, queue: str, now: da
         "now": now,
         "lease_ops": list(leases),
         "lease_seconds": list(leases.values()),
-        "default_lease": config.default_lease_seconds,
+        "default_lease": default_lease,
         "max_steps": max_steps,
         "max_cost": max_cost,
         "uncounted": uncounted_operations(),
@@ -160,7 +177,7 @@ def _claim(picked: str, params: dict[str, Any], worker: str, queue: str, now: da
             budget = Budget(
                 task.budget_steps, task.budget_max_steps, task.budget_cost, task.budget_max_cost, task.budget_stopped
             )
-        lease = leases.get(f"{task.agent}.{task.operation}", config.default_lease_seconds)
+        lease = leases.get(f"{task.agent}.{task.operation}", default_lease)
         claims.append(Claim(task, lease, budget))
     return claims
 
@@ -236,8 +253,10 @@ def complete(
     transaction and in one statement. Returns the agents that got new tasks (to wake after
     the commit), or None when fenced out: then nothing was written, and the caller rolls back."""
     now = now or timezone.now()
-    ctes, params = outbox_statement(outbox or Outbox(), inlined=inlined)
+    outbox = outbox or Outbox()
+    ctes, params = outbox_statement(outbox, inlined=inlined)
     params |= {
+        "inline_steps": outbox.counted_steps,
         "id": task_id,
         "fence": fence,
         "result": json.dumps(result),
@@ -257,8 +276,8 @@ def complete(
             WHERE task_id = %(id)s AND fence = %(fence)s AND status = 'running' AND EXISTS (SELECT FROM done)
         ),
         spent AS (
-            UPDATE {BUDGETS} SET cost = cost + %(cost)s
-            WHERE workflow_id = %(workflow)s AND %(cost)s > 0 AND EXISTS (SELECT FROM done)
+            UPDATE {BUDGETS} SET cost = cost + %(cost)s, steps = steps + %(inline_steps)s
+            WHERE workflow_id = %(workflow)s AND (%(cost)s > 0 OR %(inline_steps)s > 0) AND EXISTS (SELECT FROM done)
         ),
         {ctes}
         SELECT EXISTS (SELECT FROM done), array(SELECT agent FROM woken)

@@ -296,7 +296,7 @@ def _stop_for_budget(task: AgentTask, reason: str) -> RunOutcome:
     with transaction.atomic():
         if not lifecycle.cancel_claimed(task.pk, task.fence, reason=f"budget exceeded: {reason}"):
             return RunOutcome.FENCED_OUT
-        if budgets.mark_exceeded(task.workflow_id, reason):
+        if budgets.refuse_step(task.workflow_id, reason):
             events.emit(
                 budgets.BUDGET_EVENT,
                 {**task.payload, "reason": f"budget exceeded: {reason}"},

@@ -339,7 +339,8 @@ def test_the_reservation_expiry_joins_the_orders_workflow(transactional_db, redi
     expiry = AgentTask.objects.get(operation="expire_reservation")
     assert (expiry.workflow_id, expiry.correlation_id) == (order.workflow_id, "shared")
     assert runner.run_task(expiry.pk) == "succeeded"
-    assert WorkflowBudget.objects.get(workflow_id=order.workflow_id).steps == 2  # the hold and its expiry
+    # The hold and its expiry, each with the coordinator's step run inline after it.
+    assert WorkflowBudget.objects.get(workflow_id=order.workflow_id).steps == 4
     assert AgentTask.objects.filter(workflow_id=order.workflow_id, event_type="inventory.expired").exists()
 
 

@@ -244,7 +244,8 @@ def test_two_overlapping_runs_of_a_sweep_leave_what_one_run_leaves(sweep, redis_
         assert AgentTask.objects.filter(agent="listener", operation="hear_failure").count() == 30
     elif sweep == "republish":
         assert AgentTask.objects.filter(dispatched_at__lt=now).count() == 0
-        assert redis_client.llen("agent.testkit") == 30  # one message each, not two
+        # A wake-up per queue and sweep, not one per task: either sweep's wake-up drains all 30.
+        assert 1 <= redis_client.llen("agent.testkit") <= 2
     else:
         assert AgentTask.objects.count() == 0
 
