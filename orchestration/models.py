@@ -186,7 +186,7 @@ class Worker(models.Model):
 
 
 class WorkflowBudget(models.Model):
-    """Steps and cost spent by one workflow, against its caps."""
+    """Steps, cost units, tokens and money spent by one workflow, against its caps."""
 
     workflow_id = models.CharField(max_length=64, unique=True)
     correlation_id = models.CharField(max_length=64, blank=True, db_index=True, help_text="Of the task that opened it.")
@@ -194,12 +194,45 @@ class WorkflowBudget(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=4, default=0)
     max_steps = models.PositiveIntegerField()
     max_cost = models.DecimalField(max_digits=14, decimal_places=4)
+    tokens = models.PositiveBigIntegerField(default=0, help_text="Model tokens billed (prompt and completion).")
+    max_tokens = models.PositiveBigIntegerField(null=True, blank=True, help_text="None: the setting's cap.")
+    money = models.DecimalField(max_digits=14, decimal_places=6, default=0, help_text="What the billed calls cost.")
+    max_money = models.DecimalField(max_digits=14, decimal_places=6, null=True, blank=True)
     exceeded_at = models.DateTimeField(null=True, blank=True)
     exceeded_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
         return f"budget of {self.workflow_id}: {self.steps}/{self.max_steps} steps, {self.cost}/{self.max_cost}"
+
+
+class UsageRecord(models.Model):
+    """One call to a metered outside service (a language model) by one attempt: its tokens and
+    what it cost. Written when the call returns, whatever becomes of the attempt, so a retry
+    after a crash shows which attempts were billed."""
+
+    task_id = models.BigIntegerField()
+    fence = models.BigIntegerField(help_text="The attempt's fencing token (with the task, the span).")
+    workflow_id = models.CharField(max_length=64)
+    agent = models.CharField(max_length=64)
+    operation = models.CharField(max_length=64)
+    service = models.CharField(max_length=100, help_text="The model (or other metered service) called.")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    billed = models.BooleanField(default=True, help_text="False: the service answered from its idempotency record.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["task_id", "fence"], name="usage_attempt"),
+            models.Index(fields=["workflow_id"], name="usage_workflow"),
+            models.Index(fields=["created_at"], name="usage_time"),
+        ]
+
+    def __str__(self) -> str:
+        tokens = self.prompt_tokens + self.completion_tokens
+        return f"{self.service}: {tokens} tokens, {self.cost} for task {self.task_id}"
 
 
 class DeadLetter(AgentTask):

@@ -346,6 +346,10 @@ if not isinstance(GUARD_LIMITS, dict) or set(GUARD_LIMITS) - {"breakers", "concu
     raise ConfigurationError("GUARD_LIMITS must be a JSON object with keys breakers, concurrency, rates")
 WORKFLOW_MAX_STEPS = envint("WORKFLOW_MAX_STEPS", 50, minimum=1)
 WORKFLOW_MAX_COST = envfloat("WORKFLOW_MAX_COST", 100.0)
+# What one workflow may spend on metered services (language models): tokens billed, and their
+# price in money (the unit of the prices in MODEL_PRICES).
+WORKFLOW_MAX_TOKENS = envint("WORKFLOW_MAX_TOKENS", 200_000, minimum=1)
+WORKFLOW_MAX_MONEY = envfloat("WORKFLOW_MAX_MONEY", 5.0, minimum=0)
 BACKPRESSURE_MAX_PENDING = envint("BACKPRESSURE_MAX_PENDING", 5000, minimum=1)
 # The HTTP API refuses larger request bodies with 413.
 API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 64 * 1024, minimum=1024)

@@ -35,7 +35,19 @@ def default_caps() -> tuple[int, Decimal]:
     )
 
 
-def set_caps(workflow_id: str, *, max_steps: int | None = None, max_cost: Decimal | float | None = None) -> None:
+def default_spend_caps() -> tuple[int, Decimal]:
+    """The caps on tokens and money of a workflow that has none of its own."""
+    return settings.WORKFLOW_MAX_TOKENS, Decimal(str(settings.WORKFLOW_MAX_MONEY))
+
+
+def set_caps(
+    workflow_id: str,
+    *,
+    max_steps: int | None = None,
+    max_cost: Decimal | float | None = None,
+    max_tokens: int | None = None,
+    max_money: Decimal | float | None = None,
+) -> None:
     """Give one workflow its own caps (before or while it runs)."""
     steps, cost = default_caps()
     budget, _ = WorkflowBudget.objects.get_or_create(
@@ -45,7 +57,11 @@ def set_caps(workflow_id: str, *, max_steps: int | None = None, max_cost: Decima
         budget.max_steps = max_steps
     if max_cost is not None:
         budget.max_cost = Decimal(str(max_cost))
-    budget.save(update_fields=["max_steps", "max_cost"])
+    if max_tokens is not None:
+        budget.max_tokens = max_tokens
+    if max_money is not None:
+        budget.max_money = Decimal(str(max_money))
+    budget.save(update_fields=["max_steps", "max_cost", "max_tokens", "max_money"])
 
 
 def refuse_step(workflow_id: str, reason: str, now: datetime | None = None) -> bool:

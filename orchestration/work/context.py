@@ -49,6 +49,7 @@ class TaskContext:
         self.queue = queue
         self.cost = Decimal(0)
         self.answer: Any = None  # what the operation's `call` returned, for its handler
+        self.usage: list[lifecycle.Usage] = []  # metered calls not yet recorded (add_usage)
         # Rows this transaction has locked, kept by the handlers that locked them for the steps
         # run inline after them (the kernel never looks inside).
         self.held: dict[Any, Any] = held if held is not None else {}
@@ -139,4 +140,20 @@ class TaskContext:
             yield
 
     def add_cost(self, units: Decimal | float | int) -> None:
+        """Cost units this step spent (a gateway fee), counted against the workflow's cost cap."""
         self.cost += Decimal(str(units))
+
+    def add_usage(
+        self,
+        service: str,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost: Decimal | float = 0,
+        billed: bool = True,
+    ) -> None:
+        """What one call to a metered service (a language model) spent: recorded on this attempt
+        as soon as the call phase ends, whatever becomes of the attempt, and counted against the
+        workflow's token and money caps. ``billed=False``: the service answered from its
+        idempotency record and charged nothing."""
+        self.usage.append(lifecycle.Usage(service, prompt_tokens, completion_tokens, Decimal(str(cost)), billed=billed))

@@ -21,13 +21,14 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
-from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
+from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, UsageRecord, WorkflowBudget
 from orchestration.work.dispatch import wake_on_commit
 from orchestration.work.events import Outbox, emit_dead_event, outbox_statement
 
 TABLE = AgentTask._meta.db_table
 ATTEMPTS = TaskAttempt._meta.db_table
 BUDGETS = WorkflowBudget._meta.db_table
+USAGE = UsageRecord._meta.db_table
 UNSET: Any = object()
 
 
@@ -50,6 +51,10 @@ class Budget:
     cost: Decimal
     max_cost: Decimal
     stopped: bool
+    tokens: int = 0
+    max_tokens: int = 0
+    money: Decimal = Decimal(0)
+    max_money: Decimal = Decimal(0)
 
     @property
     def exceeded(self) -> str | None:
@@ -58,6 +63,10 @@ class Budget:
             return f"step budget spent: step {self.steps} of at most {self.max_steps}"
         if self.cost > self.max_cost:
             return f"cost budget spent: {self.cost} of at most {self.max_cost} units"
+        if self.tokens > self.max_tokens:
+            return f"token budget spent: {self.tokens} of at most {self.max_tokens} tokens"
+        if self.money > self.max_money:
+            return f"money budget spent: {self.money} of at most {self.max_money}"
         return None
 
     @property
@@ -105,10 +114,14 @@ CLAIM = f"""
         FROM claimed WHERE NOT (agent || '.' || operation = ANY(%(uncounted)s::text[]))
         GROUP BY workflow_id
         ON CONFLICT (workflow_id) DO UPDATE SET steps = b.steps + excluded.steps
-        RETURNING b.workflow_id, b.steps, b.max_steps, b.cost, b.max_cost, b.exceeded_at IS NOT NULL AS stopped
+        RETURNING b.workflow_id, b.steps, b.max_steps, b.cost, b.max_cost, b.exceeded_at IS NOT NULL AS stopped,
+            b.tokens, coalesce(b.max_tokens, %(max_tokens)s) AS max_tokens,
+            b.money, coalesce(b.max_money, %(max_money)s) AS max_money
     )
     SELECT claimed.*, counted.steps AS budget_steps, counted.max_steps AS budget_max_steps,
-        counted.cost AS budget_cost, counted.max_cost AS budget_max_cost, counted.stopped AS budget_stopped
+        counted.cost AS budget_cost, counted.max_cost AS budget_max_cost, counted.stopped AS budget_stopped,
+        counted.tokens AS budget_tokens, counted.max_tokens AS budget_max_tokens,
+        counted.money AS budget_money, counted.max_money AS budget_max_money
     FROM claimed LEFT JOIN counted ON counted.workflow_id = claimed.workflow_id
         AND NOT (claimed.agent || '.' || claimed.operation = ANY(%(uncounted)s::text[]))
     ORDER BY claimed.priority DESC, claimed.run_after, claimed.id
@@ -151,13 +164,14 @@ def _claim(
     lease_seconds: int | None,
     now: datetime | None,
 ) -> list[Claim]:
-    from orchestration.limits.budgets import default_caps
+    from orchestration.limits.budgets import default_caps, default_spend_caps
 
     now = now or timezone.now()
     config = kernel_settings()
     leases = {} if lease_seconds else registry_leases()
     default_lease = lease_seconds or config.default_lease_seconds
     max_steps, max_cost = default_caps()
+    max_tokens, max_money = default_spend_caps()
     params = {
         **params,
         "worker": worker,
@@ -168,6 +182,8 @@ def _claim(
         "default_lease": default_lease,
         "max_steps": max_steps,
         "max_cost": max_cost,
+        "max_tokens": max_tokens,
+        "max_money": max_money,
         "uncounted": uncounted_operations(),
     }
     claims = []
@@ -175,7 +191,15 @@ def _claim(
         budget = None
         if task.budget_steps is not None:
             budget = Budget(
-                task.budget_steps, task.budget_max_steps, task.budget_cost, task.budget_max_cost, task.budget_stopped
+                task.budget_steps,
+                task.budget_max_steps,
+                task.budget_cost,
+                task.budget_max_cost,
+                task.budget_stopped,
+                task.budget_tokens,
+                task.budget_max_tokens,
+                task.budget_money,
+                task.budget_max_money,
             )
         lease = leases.get(f"{task.agent}.{task.operation}", default_lease)
         claims.append(Claim(task, lease, budget))
@@ -286,6 +310,53 @@ def complete(
         cursor.execute(sql, params)
         done, woken = cursor.fetchone()
     return list(woken) if done else None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One call to a metered service, as the attempt reported it (TaskContext.add_usage)."""
+
+    service: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    billed: bool = True
+
+
+def record_usage(task: AgentTask, fence: int, usage: list[Usage], now: datetime | None = None) -> None:
+    """Write what an attempt's calls spent, and add it to its workflow's budget: one statement,
+    committed on its own whatever becomes of the attempt (a call that happened is paid for)."""
+    if not usage:
+        return
+    billed = [item for item in usage if item.billed]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH recorded AS (
+                INSERT INTO {USAGE} (task_id, fence, workflow_id, agent, operation, service, prompt_tokens,
+                    completion_tokens, cost, billed, created_at)
+                SELECT %(task)s, %(fence)s, %(workflow)s, %(agent)s, %(operation)s, x.service, x.prompt, x.completion,
+                    x.cost, x.billed, %(now)s
+                FROM unnest(%(services)s::text[], %(prompt)s::int[], %(completion)s::int[], %(costs)s::numeric[],
+                    %(billed)s::bool[]) AS x(service, prompt, completion, cost, billed)
+            )
+            UPDATE {BUDGETS} SET tokens = tokens + %(tokens)s, money = money + %(money)s
+            WHERE workflow_id = %(workflow)s""",
+            {
+                "task": task.pk,
+                "fence": fence,
+                "workflow": task.workflow_id,
+                "agent": task.agent,
+                "operation": task.operation,
+                "now": now or timezone.now(),
+                "services": [item.service for item in usage],
+                "prompt": [item.prompt_tokens for item in usage],
+                "completion": [item.completion_tokens for item in usage],
+                "costs": [item.cost for item in usage],
+                "billed": [item.billed for item in usage],
+                "tokens": sum(item.prompt_tokens + item.completion_tokens for item in billed),
+                "money": sum((item.cost for item in billed), Decimal(0)),
+            },
+        )
 
 
 def fail(

@@ -154,6 +154,7 @@ def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunO
         attempt.admission = admission  # heartbeats extend its slots with the lease
         if operation.call is not None:
             context.answer = attempt.run(operation.call, context)  # no transaction open
+            _record_usage(context)
         with transaction.atomic():
             result = attempt.run(operation.handler, context)
             inlined = attempt.run(run_inline_steps, context)
@@ -192,7 +193,18 @@ def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunO
     finally:
         if admission is not None:
             admission.release()
+        _record_usage(context)  # what was spent is spent, whatever the outcome
     return RunOutcome.SUCCEEDED
+
+
+def _record_usage(context: TaskContext) -> None:
+    usage, context.usage = context.usage, []
+    if not usage:
+        return
+    try:
+        lifecycle.record_usage(context.task, context.fence, usage)
+    except Exception:  # the database is unreachable: the service's own ledger still has the calls
+        logger.error("could not record the usage of task %s: %s", context.task_id, usage, exc_info=True)
 
 
 # --- Steps run inline ----------------------------------------------------------------
