@@ -106,6 +106,8 @@ class PostgresServer(Server):
                 "fsync=off",
                 "-c",
                 "full_page_writes=off",
+                # Statement counts per query, which `manage.py bench` reads (SQL per order).
+                *self.statement_statistics(bindir),
                 # No session timeouts here: settings.config sets them on every connection,
                 # whichever server DATABASE_URL names.
             ],
@@ -115,6 +117,11 @@ class PostgresServer(Server):
         if not self.ready_marker.exists():
             self.create_database()
             self.ready_marker.write_text("ok\n")
+
+    def statement_statistics(self, bindir: Path) -> list[str]:
+        """Load pg_stat_statements when these binaries ship it (options for postgres)."""
+        shipped = list((bindir.parent / "lib").glob("**/pg_stat_statements.so"))
+        return ["-c", "shared_preload_libraries=pg_stat_statements"] if shipped else []
 
     def hba_with_links(self) -> list[str]:
         """With link addresses to listen on: a pg_hba.conf that also lets clients in from those

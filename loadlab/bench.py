@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from loadlab import naive, workload
 from loadlab.loadtest import NO_FAILURES, LoadSpec, configure_world, run_load, worker_environment
@@ -18,10 +19,22 @@ from orchestration.models import AgentTask, TaskAttempt
 from orchestration.redis_client import redis_client
 from orchestration.testing.fleet import Fleet, WorkerProcess
 from orchestration.work import lifecycle
-from orders.models import Product
+from orders.models import Order, Product
 
 TABLE = AgentTask._meta.db_table
+ORDERS = Order._meta.db_table
 BENCH_AGENT = "bench"  # no handler: only the kernel's statements are timed
+
+
+@dataclass
+class Traffic:
+    """What the servers did during a phase, per order: SQL statements (pg_stat_statements, None
+    when the server does not load it), of them those on the simulated services' ledgers, and
+    Redis commands (INFO commandstats: broker, guards and wake-ups alike)."""
+
+    statements: float | None = None
+    outside_statements: float | None = None
+    redis_commands: float = 0.0
 
 
 @dataclass
@@ -30,10 +43,48 @@ class Throughput:
     orders: int
     seconds: float
     latencies: Latencies
+    traffic: Traffic = field(default_factory=Traffic)
 
     @property
     def per_second(self) -> float:
         return self.orders / self.seconds if self.seconds else 0.0
+
+
+# --- What the servers did ----------------------------------------------------------------
+
+
+def statement_counts() -> tuple[int, int] | None:
+    """All statements run against this database so far, and those on the outside world's
+    tables; None without pg_stat_statements."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            cursor.execute(
+                """SELECT coalesce(sum(calls), 0), coalesce(sum(calls) FILTER (WHERE query LIKE '%%outside_%%'), 0)
+                FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"""
+            )
+            total, outside = cursor.fetchone()
+            return int(total), int(outside)
+    except DatabaseError:  # not loaded (shared_preload_libraries), or not ours to create
+        return None
+
+
+def redis_commands() -> int:
+    return sum(int(stats["calls"]) for stats in redis_client().info("commandstats").values())
+
+
+@contextmanager
+def traffic_of(orders: Callable[[], int]) -> Iterator[Traffic]:
+    """Count the servers' work over the block; per order once it ends (``orders`` says how many)."""
+    traffic = Traffic()
+    before, redis_before = statement_counts(), redis_commands()
+    yield traffic
+    after, redis_after = statement_counts(), redis_commands()
+    count = max(orders(), 1)
+    if before is not None and after is not None:
+        traffic.statements = (after[0] - before[0]) / count
+        traffic.outside_statements = (after[1] - before[1]) / count
+    traffic.redis_commands = (redis_after - redis_before) / count
 
 
 def bench_spec(orders: int, **overrides) -> LoadSpec:
@@ -42,9 +93,26 @@ def bench_spec(orders: int, **overrides) -> LoadSpec:
     return LoadSpec(**(defaults | overrides))
 
 
-def through_the_system(spec: LoadSpec, run: str, out: Callable[[str], None]) -> Throughput:
-    result = run_load(spec, run=f"{run}-system", progress=False, out=out)
-    return Throughput("system", result.placed, result.seconds, Latencies(result.timeline.latencies))
+def through_the_system(spec: LoadSpec, run: str, out: Callable[[str], None], name: str = "system") -> Throughput:
+    """The orders through the system; latency is from placement to the workflow's last task."""
+    placed: list[int] = []
+    with traffic_of(lambda: len(placed)) as traffic:
+        result = run_load(spec, run=f"{run}-{name}", progress=False, out=out)
+        placed = result.order_ids
+    return Throughput(name, result.placed, result.seconds, last_task_latencies(result.order_ids), traffic)
+
+
+def last_task_latencies(order_ids: list[int]) -> Latencies:
+    """Per finished order: from its placement to the end of the last task of its workflow."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT extract(epoch FROM max(t.finished_at) - o.created_at)
+            FROM {ORDERS} o JOIN {TABLE} t ON t.workflow_id = o.workflow_id
+            WHERE o.id = ANY(%s) AND o.finished_at IS NOT NULL
+            GROUP BY o.id, o.created_at""",
+            [order_ids],
+        )
+        return Latencies(sorted(float(row[0]) for row in cursor.fetchall()))
 
 
 def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]) -> Throughput:
@@ -67,22 +135,23 @@ def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]
     out(f"{run}: {spec.orders} orders as a plain Celery chain on {spec.workers} workers x {spec.worker_concurrency}")
     started_at: dict[str, float] = {}
     try:
-        started = time.monotonic()
-        for index, customer, items in workload.order_stream(spec.orders, catalogue, NO_FAILURES, spec.seed):
-            ref = f"{run}-{index}"
-            prices = {product.sku: product.price for product in catalogue}
-            total = sum((prices[sku] * quantity for sku, quantity in items), Decimal(0))
-            started_at[ref] = time.time()
-            naive.send({"run": run, "ref": ref, "customer": customer, "items": items, "total": str(total)})
-        key = naive.finished_key(run)
-        while redis_client().hlen(key) < spec.orders and time.monotonic() - started < spec.timeout:
-            time.sleep(0.2)
-        seconds = time.monotonic() - started
-        finished = redis_client().hgetall(key)
+        with traffic_of(lambda: spec.orders) as traffic:
+            started = time.monotonic()
+            for index, customer, items in workload.order_stream(spec.orders, catalogue, NO_FAILURES, spec.seed):
+                ref = f"{run}-{index}"
+                prices = {product.sku: product.price for product in catalogue}
+                total = sum((prices[sku] * quantity for sku, quantity in items), Decimal(0))
+                started_at[ref] = time.time()
+                naive.send({"run": run, "ref": ref, "customer": customer, "items": items, "total": str(total)})
+            key = naive.finished_key(run)
+            while redis_client().hlen(key) < spec.orders and time.monotonic() - started < spec.timeout:
+                time.sleep(0.2)
+            seconds = time.monotonic() - started
+            finished = redis_client().hgetall(key)
     finally:
         fleet.stop()
     latencies = sorted(float(value.split()[0]) - started_at[ref] for ref, value in finished.items())
-    return Throughput("naive chain", len(finished), seconds, Latencies(latencies))
+    return Throughput("naive chain", len(finished), seconds, Latencies(latencies), traffic)
 
 
 def remove_naive_effects(run: str) -> None:

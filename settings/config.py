@@ -223,6 +223,15 @@ _database_options["options"] = " ".join(
     ]
 ).strip()
 
+# A pool of database connections per process (psycopg_pool through Django), for workers that
+# run many tasks at once on threads: their outside calls give the connection back while they
+# wait (TaskContext.outside), so connections are sized by this, not by calls in flight.
+# 0: no pool, one connection per thread kept DATABASE_CONN_MAX_AGE seconds (the default).
+DATABASE_POOL_SIZE = envint("DATABASE_POOL_SIZE", 0, minimum=0)
+if DATABASE_POOL_SIZE:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's pool hands connections back at close
+    _database_options["pool"] = {"min_size": 1, "max_size": DATABASE_POOL_SIZE, "timeout": 30}
+
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -37,6 +37,15 @@ class IdBlock:
             taken, self._ids = self._ids[:count], self._ids[count:]
             return taken
 
+    def ensure(self, count: int) -> None:
+        """Draw now if fewer than ``count`` ids are cached, so a section counted or timed
+        afterwards draws none."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self._ids, self._pid = [], os.getpid()
+            if len(self._ids) < count:
+                self._ids += self._draw(max(BLOCK, count - len(self._ids)))
+
     def _draw(self, count: int) -> list[int]:
         with connection.cursor() as cursor:
             cursor.execute(

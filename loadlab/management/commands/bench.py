@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -20,10 +21,13 @@ class Command(BaseCommand):
         add_load_arguments(parser, orders=500)
         parser.add_argument("--fill", type=int, default=1_000_000, help="finished tasks to put in the table")
         parser.add_argument("--samples", type=int, default=300, help="tasks claimed and completed per measure")
+        parser.add_argument(
+            "--paced-orders", type=int, default=300, help="orders of the paced phase, at half the burst's rate"
+        )
 
     def handle(self, *args, **options):
-        if options["fill"] < 0 or options["samples"] < 1:
-            raise CommandError("fill must be 0 or more, and samples at least 1")
+        if options["fill"] < 0 or options["samples"] < 1 or options["paced_orders"] < 0:
+            raise CommandError("fill and paced-orders must be 0 or more, and samples at least 1")
         base = spec_from(options)
         spec = bench.bench_spec(
             base.orders,
@@ -48,6 +52,24 @@ class Command(BaseCommand):
             )
         ratio = system.per_second / chain.per_second if chain.per_second else 0.0
         write(f"  ratio        system / naive = {ratio:.2f}")
+        write("")
+        write("per order (all the servers did during each run, sweeps and heartbeats included):")
+        for measured in (system, chain):
+            write(f"  {measured.name:<12} {describe_traffic(measured.traffic)}")
+
+        if options["paced_orders"]:
+            rate = system.per_second / 2
+            paced_spec = replace(spec, orders=options["paced_orders"], rate=rate)
+            paced = bench.through_the_system(paced_spec, run, write, name="paced")
+            write("")
+            write(
+                f"paced at half the burst's rate ({rate:.1f} orders/s), {paced.orders} orders, "
+                "from placement to the workflow's last task:"
+            )
+            write(
+                f"  p50 {1000 * paced.latencies.p(50):7.1f} ms   p95 {1000 * paced.latencies.p(95):7.1f} ms   "
+                f"p99 {1000 * paced.latencies.p(99):7.1f} ms   ({describe_traffic(paced.traffic)})"
+            )
 
         tag = bench.new_tag()
         before_rows = bench.table_rows()
@@ -68,3 +90,14 @@ class Command(BaseCommand):
                 f"  {label:<6} {rows:>9,} rows   p50 {1000 * latencies.p(50):6.2f} ms   "
                 f"p95 {1000 * latencies.p(95):6.2f} ms   p99 {1000 * latencies.p(99):6.2f} ms"
             )
+
+
+def describe_traffic(traffic: bench.Traffic) -> str:
+    if traffic.statements is None:
+        sql = "SQL statements not counted (no pg_stat_statements)"
+    else:
+        sql = (
+            f"{traffic.statements - traffic.outside_statements:5.1f} SQL statements "
+            f"(+{traffic.outside_statements:.1f} by the simulated services)"
+        )
+    return f"{sql}, {traffic.redis_commands:5.1f} Redis commands"
