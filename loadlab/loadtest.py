@@ -22,6 +22,9 @@ from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 from orchestration.testing.fleet import BeatProcess, Fleet, WorkerProcess, database_url
 
 NO_FAILURES = workload.Mix(decline=0, flaky=0, timeout=0, shipfail=0)
+# The connections of a thread-pool worker for slow agents (DATABASE_POOL_SIZE): enough for the
+# threads that are between calls, recording a result, at one time.
+SLOW_WORKER_CONNECTIONS = 10
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,14 @@ def slow_queues() -> list[str]:
     return sorted({definition.queue for definition in outside_callers()})
 
 
+def slow_worker_environment(spec: LoadSpec) -> dict[str, str]:
+    """A thread-pool worker's threads share a small connection pool: a thread waiting on an
+    outside call has given its connection back, so connections follow work, not calls in flight."""
+    if spec.slow_pool != "threads":
+        return {}
+    return {"DATABASE_POOL_SIZE": str(min(spec.slow_concurrency, SLOW_WORKER_CONNECTIONS))}
+
+
 def agent_workers(spec: LoadSpec, worker: Callable[..., WorkerProcess]) -> list[WorkerProcess]:
     """One machine's agent workers, each made by ``worker(queues, **options)``: prefork workers,
     and a thread-pool worker for the slow agents when asked."""
@@ -127,7 +138,13 @@ def agent_workers(spec: LoadSpec, worker: Callable[..., WorkerProcess]) -> list[
     if spec.slow_pool:
         fast = [queue for queue in fast if queue not in slow_queues()]
         processes.append(
-            worker(slow_queues(), concurrency=spec.slow_concurrency, pool=spec.slow_pool, name="slow-agents")
+            worker(
+                slow_queues(),
+                concurrency=spec.slow_concurrency,
+                pool=spec.slow_pool,
+                name="slow-agents",
+                env=slow_worker_environment(spec),
+            )
         )
     processes += [worker(fast, concurrency=spec.worker_concurrency, name=f"agents{i}") for i in range(spec.workers)]
     return processes
@@ -138,7 +155,7 @@ def build_fleet(spec: LoadSpec, log_dir: Path | None = None, extra: list | None 
     env = worker_environment(spec)
 
     def worker(queues: list[str], **options) -> WorkerProcess:
-        return WorkerProcess(queues, env=env, log_dir=log_dir, **options)
+        return WorkerProcess(queues, env={**env, **options.pop("env", {})}, log_dir=log_dir, **options)
 
     processes: list = agent_workers(spec, worker)
     processes.append(worker(["orchestration"], concurrency=1, name="maintenance"))

@@ -270,8 +270,12 @@ CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = envfloat("CELERY_WORKER_SOFT_SHUTDOWN_TIME
 CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 CELERY_TASK_DEFAULT_QUEUE = "orchestration"
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower's live view
-CELERY_TASK_SEND_SENT_EVENT = True
+# Flower's live view of tasks comes from these events: one message per state of each Celery
+# task (sent, received, started, succeeded). A Celery task here is a wake-up that drains many
+# agent tasks, so they cost a few messages per batch, not per agent task; turning them off
+# leaves Flower its worker list (heartbeats) and loses its task pages (BENCHMARKS.md).
+CELERY_WORKER_SEND_TASK_EVENTS = envbool("CELERY_TASK_EVENTS", True)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -51,7 +51,8 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 
 MESSAGES = Counter(
     "agent_task_messages_total",
-    "Wake-up messages handled, by what came of them (not-claimed: a duplicate or stale message).",
+    "Runs a worker started (a task claimed from a wake-up's batch, or named by a message), by what came "
+    "of them (not-claimed: a message naming a task that was taken or finished).",
     ["outcome"],
 )
 ATTEMPTS = Counter("agent_task_attempts_total", "Attempts of agent tasks, by agent and outcome.", ["agent", "outcome"])
@@ -92,6 +93,14 @@ def observe_attempt(agent: str | None, outcome: RunOutcome, seconds: float) -> N
         RETRIES.labels(agent).inc()
     elif outcome == RunOutcome.DEAD:
         DEAD_LETTERS.labels(agent).inc()
+
+
+def observe_inline_steps(steps: Iterable[Any]) -> None:
+    """Steps that ran inside another task's transaction (runner.run_inline_steps) are attempts
+    of their agent like any other: counted and timed once that transaction committed."""
+    for step in steps:
+        ATTEMPTS.labels(step.agent, RunOutcome.SUCCEEDED).inc()
+        ATTEMPT_SECONDS.labels(step.agent).observe((step.finished_at - step.started_at).total_seconds())
 
 
 def observed_run(run: Callable[..., RunOutcome]) -> Callable[..., RunOutcome]:

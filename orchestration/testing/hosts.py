@@ -158,9 +158,8 @@ class Cluster:
     def worker(self, host: Host, queues: list[str], **options) -> WorkerProcess:
         """A Celery worker to run on ``host`` (not started: start it, or put it in a Fleet)."""
         options.setdefault("name", f"agents-{len(self.processes)}")
-        process = WorkerProcess(
-            queues, env=self.environment(host), log_dir=self.log_dir / host.name, wrapper=host.command([]), **options
-        )
+        env = {**self.environment(host), **options.pop("env", {})}
+        process = WorkerProcess(queues, env=env, log_dir=self.log_dir / host.name, wrapper=host.command([]), **options)
         self.processes.append(process)
         return process
 

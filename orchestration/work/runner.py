@@ -39,7 +39,7 @@ from orchestration.limits import budgets
 from orchestration.limits.admission import admit
 from orchestration.models import AgentTask, TaskStatus
 from orchestration.observability.logcontext import bind_log_context
-from orchestration.observability.metrics import observed_run
+from orchestration.observability.metrics import observe_inline_steps, observed_run
 from orchestration.observability.tracing import first_line
 from orchestration.registry import Operation, Route, registry
 from orchestration.work import dispatch, events, lifecycle
@@ -171,6 +171,7 @@ def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunO
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
             dispatch.wake_on_commit(woken)
         admission.record(ok=True)
+        observe_inline_steps(context.outbox.inline)
     except LeaseLost as error:
         logger.warning("%s; effects rolled back", error)
         lifecycle.record_fenced_out(claimed.pk, claimed.fence)

@@ -148,7 +148,8 @@ def test_the_trace_of_an_order_shows_its_retry_reclaim_and_compensation_in_order
     assert states == sorted(states) and states[0] < charge < states[-1] < cancelled
     # The cancellation and its compensations hang under the shipment that failed.
     assert indent(lines[refund]) == indent(lines[release]) == indent(lines[cancelled]) > indent(lines[ship])
-    assert offset(lines[refund]) > offset(lines[cancelled]) > offset(lines[charged]) > offset(lines[reclaimed])
+    # The refund's task is written by the transaction that cancels the order (one clock reading).
+    assert offset(lines[refund]) >= offset(lines[cancelled]) > offset(lines[charged]) > offset(lines[reclaimed])
     assert f"Order {order.pk} for x+flaky+crash+shipfail@example.com, now CANCELLED" in output
     assert output == command_output("trace", order.correlation_id)
     assert value(scrape(client), "agent_task_reclaims_total") >= 1
@@ -277,9 +278,8 @@ def test_all_log_lines_of_an_order_are_selected_by_its_correlation_id_across_web
     retry = next(line for line in worker_lines if "will retry" in line["message"] and line["agent"] == "payment")
     charge = AgentTask.objects.get(correlation_id=request_id, operation="charge")
     assert (retry["agent"], retry["task_id"], retry["attempt"], retry["level"]) == ("payment", charge.pk, 1, "WARNING")
-    # Celery's own line for each wake-up carries the id from the message header.
-    succeeded = [line for line in worker_lines if "succeeded in" in line["message"]]
-    assert len(succeeded) >= len(tasks)
+    # Celery's own lines for wake-ups name no order (one wake-up serves many): none is this one's.
+    assert not [line for line in worker_lines if "succeeded in" in line["message"]]
     assert not any(
         request_id in json.dumps(line)
         for line in json_lines(worker.log())
@@ -408,10 +408,9 @@ def test_an_order_held_back_is_stuck_until_it_moves(catalogue, client, redis_cli
     assert listed in command_output("stuck")
     assert value(scrape(client), "orders_stuck", state="CREATED") == 1
 
-    # The inventory agent reserves, the coordinator asks for payment: the order moves.
-    for operation in ("reserve_stock", "advance"):
-        task = AgentTask.objects.get(correlation_id=order.correlation_id, operation=operation)
-        assert runner.run_task(task.pk) == "succeeded"
+    # The inventory agent reserves, and the coordinator, inline, asks for payment: the order moves.
+    task = AgentTask.objects.get(correlation_id=order.correlation_id, operation="reserve_stock")
+    assert runner.run_task(task.pk) == "succeeded"
     assert Order.objects.get(pk=order.pk).state == OrderState.PAYMENT_PROCESSING
     assert f"order {order.pk} " not in command_output("stuck")
     assert value(scrape(client), "orders_stuck", state="CREATED") == 0
