@@ -44,14 +44,16 @@ definition = register(
         name=NAME,
         responsibility="Keeps each order's hold on stock in step with its fate.",
         operations=(
-            Operation("reserve_stock", reserve_stock),
+            # A reservation that fails for good (a bug, or its attempts spent) ends the order
+            # cancelled, as running out of stock does, instead of leaving it CREATED.
+            Operation("reserve_stock", reserve_stock, dead_event="inventory.failed"),
             # Outside the budget, like a compensation: it books a sale the charge already made,
             # so an order stopped after it shipped still has its stock counted as sold.
             Operation("commit_stock", commit_stock, compensation=True),
             Operation("release_stock", release_stock, compensation=True),
             Operation("expire_reservation", expire_reservation),
         ),
-        emits=frozenset({"inventory.reserved", "inventory.out_of_stock", "inventory.expired"}),
+        emits=frozenset({"inventory.reserved", "inventory.out_of_stock", "inventory.failed", "inventory.expired"}),
         writes=frozenset({"orders.Product", "orders.Reservation"}),
         must_not=("change an order's state", "call an outside service"),
     )

@@ -15,6 +15,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     # What the coordinator hears: every event that moves an order.
     ("inventory.reserved",           "order",        "advance"),
     ("inventory.out_of_stock",       "order",        "advance"),
+    ("inventory.failed",             "order",        "advance"),
     ("inventory.expired",            "order",        "advance"),
     ("payment.charged",              "order",        "advance"),
     ("payment.declined",             "order",        "advance"),

@@ -49,6 +49,7 @@ ACTIVE_BEFORE_SHIPPING = (
 TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.CREATED, "inventory.reserved", S.INVENTORY_RESERVED),
     Transition(S.CREATED, "inventory.out_of_stock", S.CANCELLED),
+    Transition(S.CREATED, "inventory.failed", S.CANCELLED),
     Transition(S.INVENTORY_RESERVED, "payment.requested", S.PAYMENT_PROCESSING),
     Transition(S.PAYMENT_PROCESSING, "payment.charged", S.PAYMENT_CONFIRMED),
     Transition(S.PAYMENT_PROCESSING, "payment.declined", S.PAYMENT_FAILED),

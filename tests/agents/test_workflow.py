@@ -3,9 +3,11 @@ state machine, each compensation, and the races DESIGN.md names."""
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
+from django.db import connection, transaction
 
 from agents import invariants
 from agents.entrypoints import cancel_order, place_order
@@ -285,3 +287,39 @@ def test_a_shipped_order_cannot_be_cancelled(fleet, catalogue):
     assert f"order {order.pk} in state COMPLETED" in str(refusal.value)
     assert Order.objects.get(pk=order.pk).state == OrderState.COMPLETED
     assert gateway_net(order) == order.total
+
+
+def test_a_reservation_that_fails_for_good_cancels_the_order_instead_of_leaving_it_created(fleet, catalogue):
+    # Given an order whose reservation may try once, and a product row another transaction
+    # keeps locked past the workers' lock timeout
+    order, _ = place_order("ann@example.com", [("PEN", 1)], idempotency_key="locked-out")
+    reserve = AgentTask.objects.get(workflow_id=order.workflow_id, operation="reserve_stock")
+    AgentTask.objects.filter(pk=reserve.pk).update(max_attempts=1)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_product() -> None:
+        with transaction.atomic():
+            Product.objects.select_for_update().get(sku="PEN")
+            locked.set()
+            release.wait(60)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_product)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        # When the reservation times out on the lock and has no attempt left
+        fleet(env={"DATABASE_LOCK_TIMEOUT_SECONDS": "1"})
+        wait_until(lambda: AgentTask.objects.get(pk=reserve.pk).status == TaskStatus.DEAD, what="reservation dead")
+    finally:
+        release.set()
+        holder.join()
+
+    # Then the order ends cancelled, with nothing held and the customer told
+    order = finish(order)
+    assert order.state == OrderState.CANCELLED
+    assert path(order) == ["CREATED", "CANCELLED"]
+    assert "LockNotAvailable" in order.reason or "lock timeout" in order.reason.lower()
+    wait_until(lambda: messages(order) == ["cancelled"], what="the customer told")
+    assert Product.objects.get(sku="PEN").reserved == 0
+    assert gateway_net(order) == 0
