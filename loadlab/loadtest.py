@@ -99,7 +99,13 @@ class LoadResult:
 
 def worker_environment(spec: LoadSpec) -> dict[str, str]:
     # The workers obey the failure rates and the customers' failure tags the run asks for.
-    env = {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "SIMULATED_FAILURES": "true"}
+    # DEBUG off, as in production: with it on, Django keeps every query of a worker in memory.
+    env = {
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "SIMULATED_FAILURES": "true",
+        "DEBUG": "false",
+    }
     if spec.lease_seconds:
         env["AGENT_TASK_DEFAULT_LEASE_SECONDS"] = str(spec.lease_seconds)
     if spec.dependency_slots:

@@ -8,7 +8,7 @@ import logging
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, task_prerun, worker_process_init, worker_process_shutdown, worker_ready
-from django.db import connection
+from django.db import close_old_connections, connection
 
 from orchestration.broker import rejection
 from orchestration.models import RejectionReason
@@ -100,6 +100,9 @@ def _drop_a_connection_left_mid_transaction(**_kwargs) -> None:
         connection.savepoint_ids = []
         connection.atomic_blocks = []
         connection.close()
+    # Celery keeps the connection between tasks (CELERY_DB_REUSE_MAX): drop it here when it
+    # broke (a database restart) or outlived DATABASE_CONN_MAX_AGE, as Django does per request.
+    close_old_connections()
 
 
 @celeryd_after_setup.connect

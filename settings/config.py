@@ -276,6 +276,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # leaves Flower its worker list (heartbeats) and loses its task pages (BENCHMARKS.md).
 CELERY_WORKER_SEND_TASK_EVENTS = envbool("CELERY_TASK_EVENTS", True)
 CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+# Celery's Django fixup closes the database connections before and after every task unless
+# told to reuse them: each wake-up would pay for a new connection and its authentication. The
+# kernel's task_prerun hook drops a connection that is broken or older than
+# DATABASE_CONN_MAX_AGE instead (Django's close_old_connections, as a web request does).
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 

@@ -142,12 +142,18 @@ def _record_once(model, key: str, defaults: dict, refusal: OutsideError | None =
     """The service's ledger entry for this key: the one already there (a repeat is answered
     as the first call was), or a new one, unless refused. All on the service's own connection:
     its ledger is not the caller's database, and no caller's transaction sees or holds it."""
-    existing = run_autonomously(lambda: model.objects.filter(idempotency_key=key).first())
-    if existing is not None:
-        return existing
-    if refusal is not None:
+
+    def record():
+        existing = model.objects.filter(idempotency_key=key).first()
+        if existing is not None or refusal is not None:
+            return existing
+        # Two first calls at once: one row wins, both answer with it (no savepoint needed).
+        model.objects.bulk_create([model(idempotency_key=key, **defaults)], ignore_conflicts=True)
+        return model.objects.get(idempotency_key=key)
+
+    entry = run_autonomously(record)
+    if entry is None and refusal is not None:
         raise refusal
-    entry, _ = run_autonomously(model.objects.get_or_create, idempotency_key=key, defaults=defaults)
     return entry
 
 
