@@ -8,11 +8,11 @@ import logging
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, task_prerun, worker_process_init, worker_process_shutdown, worker_ready
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from orchestration.broker import rejection
 from orchestration.models import RejectionReason
-from orchestration.work import runner, sweeps, workers
+from orchestration.work import connections, runner, sweeps, workers
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ def _drop_a_connection_left_mid_transaction(**_kwargs) -> None:
         connection.atomic_blocks = []
         connection.close()
     # Celery keeps the connection between tasks (CELERY_DB_REUSE_MAX): drop it here when it
-    # broke (a database restart) or outlived DATABASE_CONN_MAX_AGE, as Django does per request.
-    close_old_connections()
+    # broke (a database restart) or outlived DATABASE_CONN_MAX_AGE.
+    connections.drop_broken_or_old()
 
 
 @celeryd_after_setup.connect

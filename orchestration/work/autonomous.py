@@ -13,7 +13,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from django.db import close_old_connections, connection, connections, transaction
+from django.db import connections, transaction
+
+from orchestration.work.connections import drop_broken_or_old
 
 T = TypeVar("T")
 
@@ -32,10 +34,7 @@ def run_autonomously(function: Callable[..., T], *args, **kwargs) -> T:
 
 
 def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
-    # Only a connection that saw an error is checked (one SELECT 1) and replaced if broken: a
-    # check before every call would double the round trips of a heartbeat.
-    if connection.errors_occurred:
-        close_old_connections()
+    drop_broken_or_old()
     with transaction.atomic():
         return function(*args, **kwargs)
 

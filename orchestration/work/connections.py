@@ -1,0 +1,25 @@
+"""Keeping a worker's database connection between pieces of work, without a round trip.
+
+Django checks a reused connection before a web request (close_old_connections, with a
+`SELECT 1` when health checks are on). A worker reuses its connection far more often than a
+web process: before every wake-up, every heartbeat, every call of the simulated services. So
+it checks only a connection that saw an error since it was last used, and closes one that
+outlived DATABASE_CONN_MAX_AGE; a healthy connection costs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.db import connection
+
+
+def drop_broken_or_old() -> None:
+    """Close this thread's connection if it saw an error and fails its check, or is too old;
+    the next query opens a new one."""
+    if connection.connection is None:
+        return
+    if connection.errors_occurred:
+        connection.close_if_unusable_or_obsolete()  # one SELECT 1: closed if the server went away
+    elif connection.close_at is not None and time.monotonic() >= connection.close_at:
+        connection.close()
