@@ -24,7 +24,7 @@ from orchestration.testing.fleet import BeatProcess, Fleet, WorkerProcess, datab
 NO_FAILURES = workload.Mix(decline=0, flaky=0, timeout=0, shipfail=0)
 # The connections of a thread-pool worker for slow agents (DATABASE_POOL_SIZE): enough for the
 # threads that are between calls, recording a result, at one time.
-SLOW_WORKER_CONNECTIONS = 10
+SLOW_WORKER_CONNECTIONS = 20
 
 
 @dataclass(frozen=True)

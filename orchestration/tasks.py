@@ -7,7 +7,14 @@ import json
 import logging
 
 from celery import shared_task
-from celery.signals import celeryd_after_setup, task_prerun, worker_process_init, worker_process_shutdown, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 from django.db import connection
 
 from orchestration.broker import rejection
@@ -103,6 +110,11 @@ def _drop_a_connection_left_mid_transaction(**_kwargs) -> None:
     # Celery keeps the connection between tasks (CELERY_DB_REUSE_MAX): drop it here when it
     # broke (a database restart) or outlived DATABASE_CONN_MAX_AGE.
     connections.drop_broken_or_old()
+
+
+@task_postrun.connect
+def _give_back_a_pooled_connection(**_kwargs) -> None:
+    connections.give_back_if_pooled()
 
 
 @celeryd_after_setup.connect

@@ -23,3 +23,10 @@ def drop_broken_or_old() -> None:
         connection.close_if_unusable_or_obsolete()  # one SELECT 1: closed if the server went away
     elif connection.close_at is not None and time.monotonic() >= connection.close_at:
         connection.close()
+
+
+def give_back_if_pooled() -> None:
+    """With a pool (DATABASE_POOL_SIZE), hand this thread's connection back once its work is
+    done: an idle thread of a thread-pool worker must not sit on one of the few connections."""
+    if getattr(connection, "pool", None) is not None and connection.connection is not None:
+        connection.close()
