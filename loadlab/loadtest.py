@@ -51,12 +51,15 @@ class LoadSpec:
     lease_seconds: int | None = None
     timeout: float = 900
     seed: int = 7
+    place_first: bool = False  # every order placed before a worker starts: all of them in flight
 
     def __post_init__(self) -> None:
         if self.orders < 1:
             raise ValueError(f"orders must be at least 1, not {self.orders}")
         if self.rate is not None and self.concurrency is not None:
             raise ValueError("give a rate or a concurrency, not both")
+        if self.place_first and (self.rate is not None or self.concurrency is not None):
+            raise ValueError("place-first places every order at once: give no rate or concurrency with it")
         if self.rate is not None and self.rate <= 0:
             raise ValueError(f"rate must be above 0 orders/s, not {self.rate}")
         if self.concurrency is not None and self.concurrency < 1:
@@ -266,27 +269,34 @@ def run_load(
     configure_world(spec)
     catalogue = workload.seed_catalogue(run, products=spec.products, scarce=spec.scarce)
     fleet = fleet or build_fleet(spec, log_dir)
+    order_ids: list[int] = []
+    placing_started = time.monotonic()
+    if spec.place_first:
+        workload.place_orders(run, spec.orders, catalogue, mix=spec.mix, seed=spec.seed, sink=order_ids)
+        out(
+            f"{run}: placed {len(order_ids)} orders in {time.monotonic() - placing_started:.1f} s before any worker ran"
+        )
     fleet.start()
     out(
         f"{run}: {spec.orders} orders over {len(catalogue)} products ({spec.scarce} scarce); "
         f"{len(fleet.workers()) - 1} agent workers and 1 maintenance worker, 1 beat; "
         f"outside latency {spec.latency_ms:g} ms"
     )
-    order_ids: list[int] = []
     bar = Progress(spec.orders, order_ids, fleet, enabled=progress)
     stop_trouble = during(fleet, bar) if during else None
     started = time.monotonic()
     try:
-        workload.place_orders(
-            run,
-            spec.orders,
-            catalogue,
-            mix=spec.mix,
-            seed=spec.seed,
-            on_placed=lambda _i: None,
-            before_each=Pacer(spec, bar),
-            sink=order_ids,
-        )
+        if not spec.place_first:
+            workload.place_orders(
+                run,
+                spec.orders,
+                catalogue,
+                mix=spec.mix,
+                seed=spec.seed,
+                on_placed=lambda _i: None,
+                before_each=Pacer(spec, bar),
+                sink=order_ids,
+            )
         bar.bar.total = len(order_ids)
         while bar.refresh() < len(order_ids) and time.monotonic() - started < spec.timeout:
             time.sleep(0.2)

@@ -15,6 +15,11 @@ def add_load_arguments(parser, orders: int = 1000) -> None:
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=float, help="arrival rate, orders per second (default: as fast as possible)")
     pace.add_argument("--concurrency", type=int, help="at most this many orders in flight")
+    parser.add_argument(
+        "--place-first",
+        action="store_true",
+        help="place every order before any worker starts, so all of them are in flight at once",
+    )
     parser.add_argument("--ramp-up", type=float, default=0, help="seconds to grow to the rate or concurrency")
     parser.add_argument("--duration", type=float, help="stop placing orders after this many seconds")
     parser.add_argument("--products", type=int, default=8, help="catalogue size")
@@ -70,6 +75,7 @@ def spec_from(options: dict, **overrides) -> loadtest.LoadSpec:
         dependency_slots=options["dependency_slots"],
         lease_seconds=options["lease_seconds"],
         timeout=options["timeout"],
+        place_first=options["place_first"],
     )
     for name in ("pay_timeouts", "ship_timeouts"):
         if not 0 <= options[name] <= 1:

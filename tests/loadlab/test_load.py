@@ -85,6 +85,14 @@ def test_chaos_leaves_alone_servers_it_did_not_start(tmp_path):
     assert restartable(ours.redis) == ""
 
 
+def test_a_load_placed_before_the_workers_start_has_every_order_in_flight_and_finishes(redis_client):
+    out = run("loadtest", orders=12, place_first=True, latency_ms=20, transient_rate=0)
+
+    assert re.search(r"placed 12 orders in [\d.]+ s before any worker ran", out)
+    assert re.search(r"^peak in flight +12 orders", out, re.MULTILINE)
+    assert out.count("  ok   ") == 7
+
+
 def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(redis_client):
     out = run("bench", orders=10, fill=5000, samples=20)
 
