@@ -18,6 +18,7 @@ from django.db import transaction
 
 from orchestration.conf import kernel_settings
 from orchestration.observability.logcontext import CORRELATION_HEADER
+from orchestration.observability.tracing import first_line
 from orchestration.redis_client import redis_client
 from orchestration.registry import registry
 
@@ -92,8 +93,14 @@ def _send(name: str, kwargs: dict, queue: str, correlation_id: str = "") -> bool
             name, kwargs=kwargs, queue=queue, headers={CORRELATION_HEADER: correlation_id}, ignore_result=True
         )
         return True
-    except Exception:
-        logger.warning("could not send %s to %s; the sweep will send it again", name, queue, exc_info=True)
+    except Exception as error:  # a broker restart, expected: one line, no traceback
+        logger.warning(
+            "could not send %s to %s (%s: %s); the sweep will send it again",
+            name,
+            queue,
+            type(error).__name__,
+            first_line(str(error), 200),
+        )
         return False
 
 
