@@ -11,6 +11,15 @@ from orchestration.testing.fleet import BeatProcess, WorkerProcess
 from tests.support import child_environment
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_autonomous_connections(django_db_setup):
+    """The test database is dropped at the end; the helper threads' connections must be gone."""
+    yield
+    from orchestration.work.autonomous import close_connections
+
+    close_connections()
+
+
 @pytest.fixture
 def redis_client():
     client = redis.Redis.from_url(settings.REDIS_URL)

@@ -8,23 +8,25 @@ purpose. These writes run on another thread, so on another database connection.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 T = TypeVar("T")
 
 _executor: ThreadPoolExecutor | None = None
 _executor_pid: int | None = None
+THREADS = 4
 
 
 def run_autonomously(function: Callable[..., T], *args, **kwargs) -> T:
     """Run ``function`` in its own transaction on a connection of its own, and wait for it."""
     global _executor, _executor_pid
     if _executor is None or _executor_pid != os.getpid():  # a forked child needs its own threads
-        _executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="autonomous")
+        _executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="autonomous")
         _executor_pid = os.getpid()
     return _executor.submit(_in_transaction, function, args, kwargs).result()
 
@@ -33,3 +35,18 @@ def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
     close_old_connections()
     with transaction.atomic():
         return function(*args, **kwargs)
+
+
+def close_connections() -> None:
+    """Close the connections the helper threads hold (a test database cannot be dropped while
+    they are open). Every thread takes one closing job: the barrier keeps any from taking two."""
+    if _executor is None or _executor_pid != os.getpid():
+        return
+    barrier = threading.Barrier(THREADS)
+
+    def close() -> None:
+        barrier.wait(timeout=10)
+        connections.close_all()
+
+    for future in [_executor.submit(close) for _ in range(THREADS)]:
+        future.result()

@@ -108,9 +108,9 @@ CLAIM = f"""
         FROM claimed
     ),
     counted AS (
-        INSERT INTO {BUDGETS} AS b (workflow_id, correlation_id, steps, cost, max_steps, max_cost, exceeded_reason,
-            created_at)
-        SELECT workflow_id, min(correlation_id), count(*), 0, %(max_steps)s, %(max_cost)s, '', %(now)s
+        INSERT INTO {BUDGETS} AS b (workflow_id, correlation_id, steps, cost, tokens, money, max_steps, max_cost,
+            exceeded_reason, created_at)
+        SELECT workflow_id, min(correlation_id), count(*), 0, 0, 0, %(max_steps)s, %(max_cost)s, '', %(now)s
         FROM claimed WHERE NOT (agent || '.' || operation = ANY(%(uncounted)s::text[]))
         GROUP BY workflow_id
         ON CONFLICT (workflow_id) DO UPDATE SET steps = b.steps + excluded.steps
