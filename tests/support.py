@@ -15,7 +15,14 @@ from orders.states import TERMINAL_STATES
 # The password of the operators the admin tests create (and the browser tests type).
 OPERATOR_PASSWORD = "a-long-operator-pass-123"
 # Every agent queue of the order workflow, for a worker that runs them all.
-AGENT_QUEUES = ["agent.order", "agent.inventory", "agent.payment", "agent.fulfillment", "agent.notification"]
+AGENT_QUEUES = [
+    "agent.order",
+    "agent.inventory",
+    "agent.risk",
+    "agent.payment",
+    "agent.fulfillment",
+    "agent.notification",
+]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = ""):
