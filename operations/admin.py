@@ -24,10 +24,10 @@ from agents.entrypoints import cancel_order, decide_review
 from operations.trace import state_changes
 from orchestration.admin import operators
 from orchestration.admin.timeline import render_svg
-from orchestration.admin.usage import totals
 from orchestration.limits.budgets import default_spend_caps
 from orchestration.models import AgentTask, TaskStatus, UsageRecord, WorkflowBudget
 from orchestration.observability.tracing import build_trace, summarize
+from orchestration.observability.usage import totals
 from orders.admin import OrderItemInline, TransitionInline
 from orders.errors import IllegalTransition
 from orders.models import (
