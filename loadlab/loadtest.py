@@ -1,4 +1,4 @@
-"""A load test: orders through the five agents on real workers, paced by arrival rate or by
+"""A load test: orders through the six agents on real workers, paced by arrival rate or by
 orders in flight, against an outside world with chosen latency and failure rates."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The main job: orders through the five agents on real workers, then the figures."""
+"""The main job: orders through the six agents on real workers, then the figures."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ MIX = workload.Mix(fraud=0.15, suspect=0.15)
 
 
 class Command(BaseCommand):
-    help = "Place orders through the five agents on real Celery workers and print what happened."
+    help = "Place orders through the six agents on real Celery workers and print what happened."
 
     def add_arguments(self, parser):
         parser.add_argument("--orders", type=int, default=1000)

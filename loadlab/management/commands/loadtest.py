@@ -1,4 +1,4 @@
-"""Load test: orders through the five agents at a chosen pace, then the figures and an HTML report."""
+"""Load test: orders through the six agents at a chosen pace, then the figures and an HTML report."""
 
 from __future__ import annotations
 
