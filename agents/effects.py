@@ -21,6 +21,7 @@ class Effect(StrEnum):
     CHARGE = "charge"
     REFUND = "refund"
     PARCEL = "parcel"
+    RISK = "risk"  # a risk review: one key per model and ask (agents.risk)
 
 
 def outside_key(order_id: int, effect: str) -> str:

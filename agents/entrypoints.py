@@ -1,5 +1,6 @@
-"""How the outside starts and stops an order's workflow: placing one (idempotent on the
-order's key) and cancelling one (with compensation).
+"""How the outside starts, resumes and stops an order's workflow: placing one (idempotent on
+the order's key), an operator's decision on one waiting for review, and cancelling one (with
+compensation).
 
 Used by the HTTP API, the operators' admin, the demo and the load tools.
 """
@@ -67,4 +68,20 @@ def cancel_order(order_id: int, *, actor: str, reason: str = "") -> Order:
         order = apply_transition(order_id, "operator.cancel", actor=actor, detail=reason or f"cancelled by {actor}")
         event, payload = announcement(order) or ("order.cancelled", {"order_id": order.pk})
         emit(event, payload, workflow_id=order.workflow_id, correlation_id=order.correlation_id)
+    return order
+
+
+def decide_review(order_id: int, *, approve: bool, actor: str, note: str = "") -> Order:
+    """An operator's decision on an order waiting for review: approved, it goes on to payment;
+    rejected, it is cancelled with the usual compensation. The audit row names the operator.
+
+    Raises orders.errors.IllegalTransition, naming the order and its state, when the order is
+    not waiting for review (decided already, cancelled, or past its deadline)."""
+    event = "operator.approve" if approve else "operator.reject"
+    detail = note or f"{'approved' if approve else 'rejected'} by {actor}"
+    with transaction.atomic():
+        order = apply_transition(order_id, event, actor=actor, detail=detail)
+        announced = announcement(order)
+        if announced:
+            emit(*announced, workflow_id=order.workflow_id, correlation_id=order.correlation_id)
     return order

@@ -31,6 +31,10 @@ def release_stock(context: TaskContext) -> dict:
     return {"released": actions.release_stock(context.payload["order_id"])}
 
 
+def hold_for_review(context: TaskContext) -> dict:
+    return {"extended": actions.hold_for_review(context.payload["order_id"], context.held)}
+
+
 def expire_reservation(context: TaskContext) -> dict:
     order_id = context.payload["order_id"]
     expired = actions.expire_reservations(order_id, context.held)
@@ -52,6 +56,9 @@ definition = register(
             Operation("commit_stock", commit_stock, compensation=True),
             Operation("release_stock", release_stock, compensation=True),
             Operation("expire_reservation", expire_reservation),
+            # Inline: in the transaction that puts the order in review, so the reservation expiry
+            # cannot slip in between and cancel it under an operator's eyes.
+            Operation("hold_for_review", hold_for_review, inline=True),
         ),
         emits=frozenset({"inventory.reserved", "inventory.out_of_stock", "inventory.failed", "inventory.expired"}),
         writes=frozenset({"orders.Product", "orders.Reservation"}),

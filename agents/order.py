@@ -81,6 +81,8 @@ definition = register(
         ),
         emits=frozenset(
             {
+                "order.screening_requested",
+                "order.review_requested",
                 "order.payment_requested",
                 "order.payment_confirmed",
                 "order.fulfillment_requested",

@@ -5,7 +5,7 @@ It is the README's table, one row per (event, subscriber). Routing happens in th
 transaction (an outbox): a row here is a task created with the event, never a call.
 """
 
-from agents import fulfillment, inventory, notification, order, payment
+from agents import fulfillment, inventory, notification, order, payment, risk
 from orchestration.limits.budgets import BUDGET_EVENT
 from orchestration.registry import subscribe
 
@@ -17,11 +17,19 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("inventory.out_of_stock",       "order",        "advance"),
     ("inventory.failed",             "order",        "advance"),
     ("inventory.expired",            "order",        "advance"),
+    ("risk.approved",                "order",        "advance"),
+    ("risk.rejected",                "order",        "advance"),
+    ("risk.review",                  "order",        "advance"),
+    ("risk.failed",                  "order",        "advance"),
     ("payment.charged",              "order",        "advance"),
     ("payment.declined",             "order",        "advance"),
     ("payment.failed",               "order",        "advance"),
     ("fulfillment.shipped",          "order",        "advance"),
     ("fulfillment.failed",           "order",        "advance"),
+    # Orders the screening rule picks are judged before payment; one sent to an operator keeps
+    # its stock held until its review deadline has passed.
+    ("order.screening_requested",    "risk",         "screen"),
+    ("order.review_requested",       "inventory",    "hold_for_review"),
     ("order.payment_requested",      "payment",      "charge"),
     ("order.payment_confirmed",      "inventory",    "commit_stock"),
     ("order.payment_confirmed",      "notification", "notify"),
@@ -50,6 +58,7 @@ AGENTS = (
     payment.definition,
     fulfillment.definition,
     notification.definition,
+    risk.definition,
 )
 
 for event, agent, operation in ROUTES:

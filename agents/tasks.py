@@ -1,4 +1,5 @@
-"""The agents' periodic job: hand expired stock reservations to the InventoryAgent."""
+"""The agents' periodic jobs: hand expired stock reservations to the InventoryAgent, and reviews
+nobody decided in time to the coordinator."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from celery import shared_task
 from orchestration.work.enqueue import enqueue
 from orders.actions import orders_with_expired_reservations
 from orders.models import Order
+from orders.screening import review_seconds, reviews_past_deadline
+from orders.transitions import REVIEW_EXPIRED
 
 
 @shared_task(name="agents.expire_reservations", ignore_result=True)
@@ -28,3 +31,21 @@ def expire_reservations() -> int:
             event_type="reservation.due",
         )
     return len(order_ids)
+
+
+@shared_task(name="agents.expire_reviews", ignore_result=True)
+def expire_reviews() -> int:
+    """One coordinator step per order whose review ran past RISK_REVIEW_SECONDS: it cancels the
+    order (orders.transitions). The key makes overlapping runs harmless."""
+    due = reviews_past_deadline()
+    for order_id, workflow_id, correlation_id in due:
+        enqueue(
+            "order",
+            "advance",
+            {"order_id": order_id, "reason": f"nobody decided within {review_seconds()} s"},
+            idempotency_key=f"review-expired:{order_id}",
+            workflow_id=workflow_id,
+            correlation_id=correlation_id,
+            event_type=REVIEW_EXPIRED,
+        )
+    return len(due)

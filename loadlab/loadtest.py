@@ -1,4 +1,4 @@
-"""A load test: orders through the five agents on real workers, paced by arrival rate or by
+"""A load test: orders through the six agents on real workers, paced by arrival rate or by
 orders in flight, against an outside world with chosen latency and failure rates."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from agents.invariants import InvariantResult, check_all
 from agents.outside import world
+from agents.outside.model_server import configure_model
 from loadlab import measures, workload
 from orchestration.registry import AgentDefinition, registry
 from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
@@ -49,6 +50,8 @@ class LoadSpec:
     slow_concurrency: int = 50
     dependency_slots: int | None = None  # concurrency guard per outside dependency
     lease_seconds: int | None = None
+    screen_above: float | None = None  # orders above this total see the risk model (None: the setting's)
+    model_latency_ms: float = 0  # how long the simulated model takes to answer
     timeout: float = 900
     seed: int = 7
     place_first: bool = False  # every order placed before a worker starts: all of them in flight
@@ -90,6 +93,7 @@ class LoadResult:
     peak_rss: dict[str, int] = field(default_factory=dict)
     peak_in_flight: int = 0
     peak_outside_calls: int = 0
+    models: measures.ModelFigures = field(default_factory=measures.ModelFigures)
 
     @property
     def placed(self) -> int:
@@ -111,6 +115,8 @@ def worker_environment(spec: LoadSpec) -> dict[str, str]:
     }
     if spec.lease_seconds:
         env["AGENT_TASK_DEFAULT_LEASE_SECONDS"] = str(spec.lease_seconds)
+    if spec.screen_above is not None:
+        env["RISK_SCREEN_ABOVE"] = str(spec.screen_above)
     if spec.dependency_slots:
         limits = {**settings.GUARD_LIMITS}
         limits["concurrency"] = {
@@ -122,8 +128,12 @@ def worker_environment(spec: LoadSpec) -> dict[str, str]:
 
 
 def outside_callers() -> list[AgentDefinition]:
-    """The agents that call an outside dependency: their calls take time, not CPU."""
-    names = {definition.name for definition, operation in registry.all_operations() if operation.dependency}
+    """The agents that call the outside world (a dependency, a model): their calls take time, not CPU."""
+    names = {
+        definition.name
+        for definition, operation in registry.all_operations()
+        if operation.dependency or operation.call is not None
+    }
     return [registry.agents[name] for name in sorted(names)]
 
 
@@ -181,6 +191,7 @@ def configure_world(spec: LoadSpec) -> None:
             timeout_rate=spec.timeout_rate,
             refusal_rate=spec.refusal_rate if service != "provider" else 0,
         )
+    configure_model(latency_ms=spec.model_latency_ms, unavailable_rate=spec.transient_rate)
 
 
 class Pacer:
@@ -299,6 +310,9 @@ def run_load(
             )
         bar.bar.total = len(order_ids)
         while bar.refresh() < len(order_ids) and time.monotonic() - started < spec.timeout:
+            if bar.in_flight() <= len(workload.waiting_for_review(order_ids)):
+                # Only orders waiting for an operator are left: approve them, as one would.
+                workload.settle_reviews(order_ids, operator="loadtest")
             time.sleep(0.2)
         seconds = time.monotonic() - started
         bar.refresh(force=True)
@@ -331,4 +345,5 @@ def measure(run: str, spec: LoadSpec, order_ids: list[int], seconds: float, quie
         peak_rss=bar.peak_rss,
         peak_in_flight=bar.peak_in_flight,
         peak_outside_calls=measures.peak_overlap(correlation_ids, [agent.name for agent in outside_callers()]),
+        models=measures.model_usage(order_ids),
     )

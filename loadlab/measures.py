@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from django.db.models import Count, Q, Sum
 
+from agents.outside.models import ModelCall
 from loadlab.workload import percentile
-from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus
+from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, UsageRecord
+from orchestration.observability.usage import Total, totals
 from orders.models import Order
 
 
@@ -99,3 +102,37 @@ def peak_overlap(correlation_ids: list[str], agents: list[str]) -> int:
         running += step
         peak = max(peak, running)
     return peak
+
+
+@dataclass
+class ModelFigures:
+    """What the run's model calls spent, as our records say (by model) and as the endpoint billed
+    (calls and tokens it made, each once: a call it answered from its record is not in it)."""
+
+    by_model: list[Total] = field(default_factory=list)
+    endpoint_calls: int = 0
+    endpoint_tokens: int = 0
+
+    @property
+    def calls(self) -> int:
+        return sum(row.calls for row in self.by_model)
+
+    @property
+    def tokens(self) -> int:
+        return sum(row.tokens for row in self.by_model)
+
+    @property
+    def cost(self) -> Decimal:
+        return sum((row.cost for row in self.by_model), Decimal(0))
+
+
+def model_usage(order_ids: list[int]) -> ModelFigures:
+    workflows = Order.objects.filter(pk__in=order_ids).values("workflow_id")
+    billed = ModelCall.objects.filter(order_ref__in=[str(pk) for pk in order_ids]).aggregate(
+        calls=Count("pk"), prompt=Sum("prompt_tokens", default=0), completion=Sum("completion_tokens", default=0)
+    )
+    return ModelFigures(
+        by_model=totals(UsageRecord.objects.filter(workflow_id__in=workflows), "service"),
+        endpoint_calls=billed["calls"],
+        endpoint_tokens=billed["prompt"] + billed["completion"],
+    )

@@ -51,6 +51,12 @@ def add_load_arguments(parser, orders: int = 1000) -> None:
     parser.add_argument("--slow-concurrency", type=int, default=50, help="pool size of that worker")
     parser.add_argument("--dependency-slots", type=int, help="concurrent calls allowed per outside dependency")
     parser.add_argument("--lease-seconds", type=int, help="default lease of a claim in the workers")
+    parser.add_argument(
+        "--screen-above",
+        type=float,
+        help="orders above this total are screened by the risk model (default: the RISK_SCREEN_ABOVE setting)",
+    )
+    parser.add_argument("--model-latency-ms", type=float, default=0, help="latency of the simulated model")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for every order to finish")
     parser.add_argument("--report", type=Path, help="HTML report path (default artifacts/<run>.html)")
 
@@ -74,6 +80,8 @@ def spec_from(options: dict, **overrides) -> loadtest.LoadSpec:
         slow_concurrency=options["slow_concurrency"],
         dependency_slots=options["dependency_slots"],
         lease_seconds=options["lease_seconds"],
+        screen_above=options["screen_above"],
+        model_latency_ms=options["model_latency_ms"],
         timeout=options["timeout"],
         place_first=options["place_first"],
     )

@@ -39,6 +39,7 @@ def summary_lines(result: LoadResult) -> list[str]:
             f"  {agent:<14} n={len(latencies.samples):<6} p50 {1000 * latencies.p(50):7.1f} ms  "
             f"p95 {1000 * latencies.p(95):7.1f} ms  p99 {1000 * latencies.p(99):7.1f} ms"
         )
+    lines += model_lines(result)
     lines += [
         f"attempts {counts.attempts}  retries {counts.retries}  deferrals {counts.deferrals}  "
         f"reclaims {counts.reclaims}  fenced out {counts.fenced_out}  dead tasks {counts.dead_tasks}",
@@ -51,6 +52,23 @@ def summary_lines(result: LoadResult) -> list[str]:
         mark = "ok  " if invariant.holds else "FAIL"
         lines.append(f"  {mark} {invariant.number}. {invariant.name}")
         lines += [f"         {violation}" for violation in invariant.violations[:5]]
+    return lines
+
+
+def model_lines(result: LoadResult) -> list[str]:
+    """The risk model's calls, tokens and cost, by model, beside what the endpoint billed."""
+    models = result.models
+    lines = [
+        f"model calls {models.calls} ({sum(row.unbilled for row in models.by_model)} answered from the endpoint's "
+        f"record, not billed), {models.tokens} tokens billed, cost {models.cost}; the endpoint made "
+        f"{models.endpoint_calls} completions, {models.endpoint_tokens} tokens (a call our timeout cut is billed "
+        "there, not here)"
+    ]
+    for row in models.by_model:
+        lines.append(
+            f"  {row.name:<14} calls {row.calls:<6} prompt {row.prompt_tokens:<8} completion "
+            f"{row.completion_tokens:<8} cost {row.cost}"
+        )
     return lines
 
 

@@ -16,11 +16,12 @@ from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Count
 from django.utils import timezone
 
-from agents.entrypoints import place_order
+from agents.entrypoints import decide_review, place_order
 from orchestration.limits.backpressure import Overloaded
 from orchestration.models import AgentTask, TaskStatus
+from orders.errors import IllegalTransition
 from orders.models import Order, Product
-from orders.states import TERMINAL_STATES
+from orders.states import TERMINAL_STATES, OrderState
 
 T = TypeVar("T")
 
@@ -36,6 +37,8 @@ class Mix:
     shipfail: float = 0.02
     paytimeout: float = 0  # the charge dies after taking the money: the workflow must refund it
     shiptimeout: float = 0  # the booking dies after the carrier took it: the workflow must void it
+    fraud: float = 0  # the simulated model rejects the order, if the screening rule picks it
+    suspect: float = 0  # the simulated model sends the order to an operator, if the rule picks it
 
     def __post_init__(self) -> None:
         shares = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -139,6 +142,34 @@ def through_restarts(function: Callable[[], T], give_up_after: float = 120) -> T
 
 def terminal_count(order_ids: list[int]) -> int:
     return Order.objects.filter(pk__in=order_ids, state__in=TERMINAL_STATES).count()
+
+
+def waiting_for_review(order_ids: list[int]) -> list[int]:
+    return list(
+        Order.objects.filter(pk__in=order_ids, state=OrderState.AWAITING_REVIEW)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
+def settle_reviews(order_ids: list[int], *, operator: str, reject_every: int = 0) -> tuple[list[int], list[int]]:
+    """Play the operator: decide every order of these waiting for review, rejecting every
+    ``reject_every``-th one (0: none) and approving the others. Returns (approved, rejected)."""
+    approved: list[int] = []
+    rejected: list[int] = []
+    for index, order_id in enumerate(waiting_for_review(order_ids), start=1):
+        reject = bool(reject_every) and index % reject_every == 0
+        try:
+            decide_review(
+                order_id,
+                approve=not reject,
+                actor=operator,
+                note=f"{'rejected' if reject else 'approved'} by the {operator} run",
+            )
+        except IllegalTransition:
+            continue  # its deadline (or a cancel) came first
+        (rejected if reject else approved).append(order_id)
+    return approved, rejected
 
 
 def wait_until_quiet(timeout: float, horizon_seconds: float = 600) -> bool:

@@ -20,19 +20,32 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 
 from adminkit.pages import ReadOnlyAdmin, outcome_message
-from agents.entrypoints import cancel_order
+from agents.entrypoints import cancel_order, decide_review
 from operations.trace import state_changes
 from orchestration.admin import operators
 from orchestration.admin.timeline import render_svg
-from orchestration.models import AgentTask, TaskStatus, WorkflowBudget
+from orchestration.limits.budgets import default_spend_caps
+from orchestration.models import AgentTask, TaskStatus, UsageRecord, WorkflowBudget
 from orchestration.observability.tracing import build_trace, summarize
+from orchestration.observability.usage import totals
 from orders.admin import OrderItemInline, TransitionInline
 from orders.errors import IllegalTransition
-from orders.models import CustomerNotification, Order, OrderItem, Payment, Reservation, Shipment
-from orders.states import TERMINAL_STATES
+from orders.models import (
+    CustomerNotification,
+    Order,
+    OrderAwaitingReview,
+    OrderItem,
+    Payment,
+    Reservation,
+    RiskAssessment,
+    Shipment,
+)
+from orders.screening import review_deadline
+from orders.states import TERMINAL_STATES, OrderState
 from orders.stuck import is_stuck, stuck_condition
 
 ORDERS = "orders.order"
+REVIEWS = "orders.orderawaitingreview"
 ORDER_REFERENCE = re.compile(r"^(?:order\s*|#)?(\d+)$", re.IGNORECASE)
 
 
@@ -49,16 +62,15 @@ def order_workflows(term: str) -> list[str]:
 order_workflows.search_help = "an order id (42, #42) or an order's idempotency key"
 
 
-def cancel_orders(order_ids: list[int], *, operator, reason: str = "") -> operators.Outcome:
-    """Cancel each order with the usual compensation; refuse, naming its state, any that
-    has shipped or already ended. Writes one OperatorAction row."""
-    outcome = operators.Outcome("cancel orders")
+def act_on_orders(action: str, order_ids: list[int], act, *, operator, target_kind: str = ORDERS) -> operators.Outcome:
+    """``act(order_id, actor)`` on each order; an order whose state does not allow it is refused,
+    naming the state. Writes one OperatorAction row."""
+    outcome = operators.Outcome(action)
     asked = sorted(set(order_ids))
     name = operators.operator_name(operator)
     for order_id in asked[: operators.MAX_ROWS_PER_ACTION]:
         try:
-            # The username is the audit row's actor; the reason, which clients see, does not name it.
-            cancel_order(order_id, actor=name, reason=reason or "cancelled by an operator")
+            act(order_id, name)
         except IllegalTransition as refusal:
             outcome.refused[f"order {order_id}"] = str(refusal)
         except Order.DoesNotExist:
@@ -67,8 +79,30 @@ def cancel_orders(order_ids: list[int], *, operator, reason: str = "") -> operat
             outcome.done.append(order_id)
     for order_id in asked[operators.MAX_ROWS_PER_ACTION :]:
         outcome.refused[f"order {order_id}"] = f"over the limit of {operators.MAX_ROWS_PER_ACTION} rows per action"
-    operators.record(operator, outcome, target_kind=ORDERS, targets=asked)
+    operators.record(operator, outcome, target_kind=target_kind, targets=asked)
     return outcome
+
+
+def cancel_orders(order_ids: list[int], *, operator, reason: str = "") -> operators.Outcome:
+    """Cancel each order with the usual compensation; refuse, naming its state, any that
+    has shipped or already ended. Writes one OperatorAction row."""
+
+    def cancel(order_id: int, actor: str) -> None:
+        # The username is the audit row's actor; the reason, which clients see, does not name it.
+        cancel_order(order_id, actor=actor, reason=reason or "cancelled by an operator")
+
+    return act_on_orders("cancel orders", order_ids, cancel, operator=operator)
+
+
+def decide_reviews(order_ids: list[int], *, approve: bool, operator, note: str = "") -> operators.Outcome:
+    """Approve (on to payment) or reject (cancel, compensated) each order waiting for review;
+    refuse, naming its state, any that is not waiting. Writes one OperatorAction row."""
+
+    def decide(order_id: int, actor: str) -> None:
+        decide_review(order_id, approve=approve, actor=actor, note=note)
+
+    action = "approve reviewed orders" if approve else "reject reviewed orders"
+    return act_on_orders(action, order_ids, decide, operator=operator, target_kind=REVIEWS)
 
 
 class StuckOrderFilter(admin.SimpleListFilter):
@@ -103,10 +137,11 @@ class OrderAdmin(ReadOnlyAdmin):
         ("Time", {"fields": ("created_at", "updated_at", "finished_at")}),
         (
             "Workflow",
-            {"fields": ("related", "budget", "idempotency_key", "workflow_id", "correlation")},
+            {"fields": ("related", "budget", "model_costs", "idempotency_key", "workflow_id", "correlation")},
         ),
+        ("Risk review", {"fields": ("risk_review",)}),
     )
-    readonly_fields = ("stuck", "related", "budget", "correlation")
+    readonly_fields = ("stuck", "related", "budget", "model_costs", "risk_review", "correlation")
     search_help_text = (
         "Exact match: an order id, an idempotency key, a workflow id, a correlation id or a customer's address"
     )
@@ -153,10 +188,47 @@ class OrderAdmin(ReadOnlyAdmin):
         spent = WorkflowBudget.objects.filter(workflow_id=order.workflow_id).first()
         if spent is None:
             return "no step counted yet"
-        text = f"{spent.steps} of {spent.max_steps} steps, {spent.cost:g} of {spent.max_cost:g} cost units"
+        max_tokens, max_money = default_spend_caps()
+        text = (
+            f"{spent.steps} of {spent.max_steps} steps, {spent.cost:g} of {spent.max_cost:g} cost units, "
+            f"{spent.tokens} of {spent.max_tokens or max_tokens} model tokens, "
+            f"{spent.money:g} of {spent.max_money or max_money:g} spent on models"
+        )
         if spent.exceeded_at:
             text += f"; stopped: {spent.exceeded_reason}"
         return text
+
+    @admin.display(description="model costs")
+    def model_costs(self, order: Order) -> str:
+        """What this order's model calls cost, by model (what the workflow's budget counted)."""
+        records = UsageRecord.objects.filter(workflow_id=order.workflow_id)
+        by_model = totals(records, "service")
+        if not by_model:
+            return "no model was asked"
+        url = changelist("orchestration_usagerecord", workflow_id=order.workflow_id)
+        lines = format_html_join(
+            "; ",
+            "{}: {} calls ({} not billed), {} tokens, {}",
+            ((row.name, row.calls, row.unbilled, row.tokens, row.cost) for row in by_model),
+        )
+        return format_html('{} (<a href="{}">every call</a>)', lines, url)
+
+    @admin.display(description="verdict")
+    def risk_review(self, order: Order) -> str:
+        """Who decided what on the order's risk, why, and every ask before it."""
+        assessment = RiskAssessment.objects.filter(order=order).first()
+        if assessment is None:
+            return "not screened" if order.state != OrderState.AWAITING_REVIEW else "no verdict: the risk review failed"
+        who = f"{assessment.decided_by} model {assessment.model}" if assessment.model else "the rule"
+        asks = format_html_join(
+            "",
+            "<li>{} ask {}: {} {}</li>",
+            ((a["model"], a["ask"], a["outcome"], a["detail"]) for a in assessment.chain),
+        )
+        reasons = format_html_join("", "<li>{}</li>", ((reason,) for reason in assessment.reasons))
+        return format_html(
+            "<strong>{}</strong> by {}<ul>{}</ul>asks:<ul>{}</ul>", assessment.verdict, who, reasons, asks
+        )
 
     @admin.display(description="correlation id")
     def correlation(self, order: Order) -> str:
@@ -238,3 +310,64 @@ class OrderAdmin(ReadOnlyAdmin):
             and self.has_operate_permission(request)
         )
         return super().render_change_form(request, context, *args, obj=obj, **kwargs)
+
+
+@admin.register(OrderAwaitingReview)
+class OrderAwaitingReviewAdmin(ReadOnlyAdmin):
+    """The orders an operator must approve or reject, oldest first, with the model's reasons."""
+
+    list_display = ("order", "customer", "total", "verdict", "reasons", "waiting_since", "deadline")
+    list_display_links = None
+    list_select_related = ("risk",)
+    ordering = ("updated_at", "id")
+    actions = ("approve_selected", "reject_selected")
+    search_help_text = "Exact match: an order id or a customer's address"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(state=OrderState.AWAITING_REVIEW)
+
+    def get_search_fields(self, request):
+        return ("=customer",)
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip()
+        reference = ORDER_REFERENCE.match(term)
+        if reference:
+            return queryset.filter(pk=int(reference[1])), False
+        return super().get_search_results(request, queryset, search_term)
+
+    @admin.display(description="order", ordering="id")
+    def order(self, order: Order) -> str:
+        return format_html('<a href="{}">order {}</a>', reverse("admin:orders_order_change", args=[order.pk]), order.pk)
+
+    @admin.display(description="risk verdict")
+    def verdict(self, order: Order) -> str:
+        assessment = getattr(order, "risk", None)
+        if assessment is None:
+            return "none: the risk review failed"
+        return f"{assessment.verdict} by {assessment.model or 'the rule'}"
+
+    @admin.display(description="reasons")
+    def reasons(self, order: Order) -> str:
+        assessment = getattr(order, "risk", None)
+        return format_html_join(
+            "", "<div>{}</div>", ((reason,) for reason in (assessment.reasons if assessment else []))
+        )
+
+    @admin.display(description="waiting since", ordering="updated_at")
+    def waiting_since(self, order: Order):
+        return order.updated_at
+
+    @admin.display(description="cancelled unless decided by")
+    def deadline(self, order: Order):
+        return review_deadline(order)
+
+    @admin.action(description="Approve selected orders (on to payment)", permissions=["operate"])
+    def approve_selected(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True)[: operators.MAX_ROWS_PER_ACTION + 1])
+        outcome_message(request, self, decide_reviews(ids, approve=True, operator=request.user), noun="order")
+
+    @admin.action(description="Reject selected orders (cancel, with compensation)", permissions=["operate"])
+    def reject_selected(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True)[: operators.MAX_ROWS_PER_ACTION + 1])
+        outcome_message(request, self, decide_reviews(ids, approve=False, operator=request.user), noun="order")

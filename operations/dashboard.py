@@ -1,6 +1,7 @@
 """The operators' dashboard: the kernel's figures (backlog per agent, throughput and latency
 over the last minutes, dead letters, breakers, live workers) next to the domain's (orders in
-progress, stuck orders). Wired into the admin by settings.OPERATIONS_DASHBOARD."""
+progress, orders waiting for an operator's review, stuck orders). Wired into the admin by
+settings.OPERATIONS_DASHBOARD."""
 
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     breakers, breaker_error = figures.breakers()
     stuck = stuck_orders(now)
     stuck_shown = list(stuck[:SHOWN_STUCK_ORDERS])
+    in_progress = orders_in_progress()
     context = {
         **admin.site.each_context(request),
         "title": "Dashboard",
@@ -100,7 +102,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         "open_breakers": [row for row in breakers if row["state"] not in {"closed", "forced_closed"}],
         "breaker_error": breaker_error,
         "workers": figures.live_workers(now),
-        "orders_in_progress": orders_in_progress(),
+        "orders_in_progress": in_progress,
+        "awaiting_review": dict(in_progress)[OrderState.AWAITING_REVIEW],
         "stuck_orders": [(order, (now - order.updated_at).total_seconds()) for order in stuck_shown],
         "stuck_order_count": figures.bounded_count(stuck),
         "rejected_message_count": figures.rejected_messages(),

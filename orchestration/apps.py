@@ -11,7 +11,7 @@ class OrchestrationConfig(AppConfig):
 
     def ready(self) -> None:
         from orchestration import checks  # noqa: F401 - registers the boundary check
-        from orchestration.admin import audit, messages, tasks, workers  # noqa: F401 - register their pages
+        from orchestration.admin import audit, messages, tasks, usage, workers  # noqa: F401 - register their pages
 
         # The kernel knows agents only as module paths from settings: it imports
         # nothing from the domain by name.

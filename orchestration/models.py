@@ -221,11 +221,15 @@ class UsageRecord(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
     billed = models.BooleanField(default=True, help_text="False: the service answered from its idempotency record.")
+    # The call's idempotency key at the service: a replayed answer is recorded as billed when no
+    # earlier attempt recorded the billed one (its worker died before it could).
+    idempotency_key = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         indexes = [
             models.Index(fields=["task_id", "fence"], name="usage_attempt"),
+            models.Index(fields=["idempotency_key"], name="usage_key", condition=~Q(idempotency_key="")),
             models.Index(fields=["workflow_id"], name="usage_workflow"),
             models.Index(fields=["created_at"], name="usage_time"),
         ]

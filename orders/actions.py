@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, OuterRef, Sum
 from django.utils import timezone
 
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder, OutOfStock
@@ -23,8 +23,10 @@ from orders.models import (
     Payment,
     Product,
     Reservation,
+    RiskAssessment,
     Shipment,
 )
+from orders.screening import review_deadline
 from orders.states import (
     TERMINAL_STATES,
     UNPAID_STATES,
@@ -368,6 +370,21 @@ def expire_reservations(order_id: int, held: dict | None = None) -> bool:
         return _settle(order_id, [ReservationStatus.ACTIVE], ReservationStatus.EXPIRED) > 0
 
 
+def hold_for_review(order_id: int, held: dict | None = None) -> int:
+    """Keep an order's stock held while it waits for an operator: until its review deadline plus
+    a whole hold, so the review ends (by a decision or its deadline) before the hold can run out,
+    and a payment after an approval has a hold's time. Returns the holds extended. The order row
+    lock orders this against the reservation expiry."""
+    with transaction.atomic(savepoint=False):
+        order = lock_order(order_id, held)
+        if order.state != OrderState.AWAITING_REVIEW:
+            return 0
+        until = review_deadline(order) + reservation_ttl()
+        return Reservation.objects.filter(
+            order_id=order_id, status=ReservationStatus.ACTIVE, expires_at__lt=until
+        ).update(expires_at=until, updated_at=timezone.now())
+
+
 def orders_with_expired_reservations(limit: int = 500) -> list[int]:
     return list(
         Reservation.objects.filter(status=ReservationStatus.ACTIVE, expires_at__lte=timezone.now())
@@ -494,3 +511,35 @@ def record_notification(order_id: int, kind: str, provider_message_id: str, chan
             VALUES (%s, %s, %s, %s, %s) ON CONFLICT (order_id, kind) DO NOTHING""",
             [order_id, kind, channel, provider_message_id, timezone.now()],
         )
+
+
+# --- Risk review -----------------------------------------------------------------------
+
+
+def record_risk_assessment(
+    order: Order, *, verdict: str, reasons: list[str], decided_by: str, model: str, chain: list[dict]
+) -> None:
+    """The risk-review agent's verdict on the order (one per order: a repeat keeps the first)."""
+    RiskAssessment.objects.bulk_create(
+        [
+            RiskAssessment(
+                order=order, verdict=verdict, reasons=reasons, decided_by=decided_by, model=model, chain=chain
+            )
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def order_to_screen(order_id: int) -> tuple[Order, list[OrderItem], dict[str, dict]]:
+    """What a risk review looks at: the order, its lines with their products, and the customer's
+    other orders counted and summed by state (three reads, no lock)."""
+    order = Order.objects.get(pk=order_id)
+    items = list(OrderItem.objects.filter(order_id=order_id).select_related("product").order_by("id"))
+    history = {
+        row["state"]: {"orders": row["orders"], "total": row["total"]}
+        for row in Order.objects.filter(customer=order.customer)
+        .exclude(pk=order_id)
+        .values("state")
+        .annotate(orders=Count("pk"), total=Sum("total"))
+    }
+    return order, items, history

@@ -6,7 +6,15 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from orders.states import NotificationKind, OrderState, PaymentStatus, ReservationStatus, ShipmentStatus
+from orders.states import (
+    NotificationKind,
+    OrderState,
+    PaymentStatus,
+    ReservationStatus,
+    RiskSource,
+    RiskVerdict,
+    ShipmentStatus,
+)
 
 
 class Product(models.Model):
@@ -62,6 +70,15 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.pk} [{self.state}]"
+
+
+class OrderAwaitingReview(Order):
+    """The orders an operator must approve or reject: the admin's review list."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "order waiting for review"
+        verbose_name_plural = "orders waiting for review"
 
 
 class OrderItem(models.Model):
@@ -167,3 +184,19 @@ class OrderTransition(models.Model):
 
     def __str__(self) -> str:
         return f"order {self.order_id}: {self.from_state or '-'} -> {self.to_state} on {self.event}"
+
+
+class RiskAssessment(models.Model):
+    """The risk-review agent's verdict on one order: who decided (a model or the rule), why, and
+    every ask that led there, the ones not acted on included."""
+
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="risk")
+    verdict = models.CharField(max_length=8, choices=RiskVerdict.choices)
+    reasons = models.JSONField(default=list)
+    decided_by = models.CharField(max_length=8, choices=RiskSource.choices)
+    model = models.CharField(max_length=100, blank=True, help_text="The model that decided; empty for the rule.")
+    chain = models.JSONField(default=list, help_text="Each ask: the model, its outcome and why.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.verdict} for order {self.order_id} by {self.model or self.decided_by}"

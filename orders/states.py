@@ -6,6 +6,8 @@ from django.db import models
 class OrderState(models.TextChoices):
     CREATED = "CREATED"  # accepted; stock not yet reserved
     INVENTORY_RESERVED = "INVENTORY_RESERVED"  # every line's stock is held for this order
+    SCREENING = "SCREENING"  # the risk-review agent is judging it before payment (a model, or its rule)
+    AWAITING_REVIEW = "AWAITING_REVIEW"  # an operator must approve or reject it before its review deadline
     PAYMENT_PROCESSING = "PAYMENT_PROCESSING"  # the customer is being charged
     PAYMENT_CONFIRMED = "PAYMENT_CONFIRMED"  # the gateway took the money
     FULFILLMENT_PENDING = "FULFILLMENT_PENDING"  # waiting for the carrier to take the parcel
@@ -16,7 +18,15 @@ class OrderState(models.TextChoices):
 
 
 TERMINAL_STATES = frozenset({OrderState.COMPLETED, OrderState.CANCELLED, OrderState.PAYMENT_FAILED})
-UNPAID_STATES = frozenset({OrderState.CREATED, OrderState.INVENTORY_RESERVED, OrderState.PAYMENT_PROCESSING})
+UNPAID_STATES = frozenset(
+    {
+        OrderState.CREATED,
+        OrderState.INVENTORY_RESERVED,
+        OrderState.SCREENING,
+        OrderState.AWAITING_REVIEW,
+        OrderState.PAYMENT_PROCESSING,
+    }
+)
 
 
 class ReservationStatus(models.TextChoices):
@@ -42,3 +52,15 @@ class NotificationKind(models.TextChoices):
     SHIPPED = "shipped"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
+class RiskVerdict(models.TextChoices):
+    APPROVE = "approve"  # go on to payment
+    REVIEW = "review"  # an operator decides
+    REJECT = "reject"  # cancel, with the reasons
+
+
+class RiskSource(models.TextChoices):
+    PRIMARY = "primary"  # the model named by MODEL_NAME
+    FALLBACK = "fallback"  # the model named by MODEL_FALLBACK_NAME
+    RULE = "rule"  # no model could decide: the deterministic rule did

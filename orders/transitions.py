@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from orders.screening import needs_screening
 from orders.states import NotificationKind
 from orders.states import OrderState as S
 
@@ -35,12 +36,19 @@ def _has_shipment(order) -> str | None:
     return None if hasattr(order, "shipment") else "no shipment exists"
 
 
+def _needs_screening(order) -> str | None:
+    return None if needs_screening(order) else "the screening rule does not pick this order"
+
+
 PLACED = "order.placed"
 BUDGET_STOP = "budget.exceeded"
 AFTER_SHIPMENT = "stopped by budget after shipment"
+REVIEW_EXPIRED = "review.expired"
 ACTIVE_BEFORE_SHIPPING = (
     S.CREATED,
     S.INVENTORY_RESERVED,
+    S.SCREENING,
+    S.AWAITING_REVIEW,
     S.PAYMENT_PROCESSING,
     S.PAYMENT_CONFIRMED,
     S.FULFILLMENT_PENDING,
@@ -50,7 +58,17 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(S.CREATED, "inventory.reserved", S.INVENTORY_RESERVED),
     Transition(S.CREATED, "inventory.out_of_stock", S.CANCELLED),
     Transition(S.CREATED, "inventory.failed", S.CANCELLED),
+    # Orders the screening rule picks see the risk-review agent before payment (orders.screening).
+    Transition(S.INVENTORY_RESERVED, "payment.requested", S.SCREENING, _needs_screening),
     Transition(S.INVENTORY_RESERVED, "payment.requested", S.PAYMENT_PROCESSING),
+    Transition(S.SCREENING, "risk.approved", S.PAYMENT_PROCESSING),
+    Transition(S.SCREENING, "risk.rejected", S.CANCELLED, note="rejected by risk review"),
+    Transition(S.SCREENING, "risk.review", S.AWAITING_REVIEW),
+    Transition(S.SCREENING, "risk.failed", S.AWAITING_REVIEW, note="the risk review failed; an operator decides"),
+    Transition(S.AWAITING_REVIEW, "operator.approve", S.PAYMENT_PROCESSING),
+    Transition(S.AWAITING_REVIEW, "operator.reject", S.CANCELLED, note="rejected by an operator"),
+    # Nobody decided in time: the order is cancelled (it is not paid for unvetted).
+    Transition(S.AWAITING_REVIEW, REVIEW_EXPIRED, S.CANCELLED, note="review deadline passed"),
     Transition(S.PAYMENT_PROCESSING, "payment.charged", S.PAYMENT_CONFIRMED),
     Transition(S.PAYMENT_PROCESSING, "payment.declined", S.PAYMENT_FAILED),
     Transition(S.PAYMENT_PROCESSING, "payment.failed", S.PAYMENT_FAILED),
@@ -61,7 +79,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     # A reservation that expires before payment cancels the order.
     *(
         Transition(state, "inventory.expired", S.CANCELLED)
-        for state in (S.CREATED, S.INVENTORY_RESERVED, S.PAYMENT_PROCESSING)
+        for state in (S.CREATED, S.INVENTORY_RESERVED, S.SCREENING, S.AWAITING_REVIEW, S.PAYMENT_PROCESSING)
     ),
     # Operators can cancel any order that has not shipped.
     *(Transition(state, "operator.cancel", S.CANCELLED, _has_no_shipment) for state in ACTIVE_BEFORE_SHIPPING),
@@ -77,6 +95,8 @@ TRANSITIONS: tuple[Transition, ...] = (
 # What the coordinator tells the other agents when an order enters a state (agents/routes.py
 # says who hears each one).
 ANNOUNCED: dict[str, str] = {
+    S.SCREENING: "order.screening_requested",
+    S.AWAITING_REVIEW: "order.review_requested",
     S.PAYMENT_PROCESSING: "order.payment_requested",
     S.PAYMENT_CONFIRMED: "order.payment_confirmed",
     S.FULFILLMENT_PENDING: "order.fulfillment_requested",

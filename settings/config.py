@@ -325,7 +325,10 @@ LOGGING = {
 # Modules that register agent definitions and routes with the kernel (orchestration
 # imports them by path, so it never names the domain).
 AGENT_MODULES = ["agents.routes"]
-EXTRA_PERIODIC_JOBS = [("agents.expire_reservations", 5, 5, "orchestration")]
+EXTRA_PERIODIC_JOBS = [
+    ("agents.expire_reservations", 5, 5, "orchestration"),
+    ("agents.expire_reviews", 5, 5, "orchestration"),
+]
 
 # The order workflow.
 RESERVATION_TTL_SECONDS = envint("RESERVATION_TTL_SECONDS", 15 * 60, minimum=1)
@@ -337,6 +340,65 @@ ORDER_MAX_QUANTITY = envint("ORDER_MAX_QUANTITY", 100, minimum=1)
 SIMULATED_FAILURES = envbool("SIMULATED_FAILURES", False)
 if PRODUCTION and SIMULATED_FAILURES:
     raise ConfigurationError("SIMULATED_FAILURES must be off in production: it lets callers choose failures")
+
+# The risk-review agent (agents/risk.py, docs/models.md): a language model screens the orders
+# the rule below picks, before payment. Its verdict sends an order on to payment, cancels it,
+# or sends it to an operator, who has RISK_REVIEW_SECONDS to decide (then it is cancelled).
+RISK_SCREENING = envbool("RISK_SCREENING", True)
+# The rule: orders whose total is above this amount, and (when on, at one more statement per
+# order) customers with no completed order yet.
+RISK_SCREEN_ABOVE = envfloat("RISK_SCREEN_ABOVE", 1000.0, minimum=0)
+RISK_SCREEN_NEW_CUSTOMERS = envbool("RISK_SCREEN_NEW_CUSTOMERS", False)
+RISK_REVIEW_SECONDS = envint("RISK_REVIEW_SECONDS", 3600, minimum=1)
+# The model: any OpenAI-compatible chat-completions endpoint (hosted, vLLM, Ollama, llama.cpp).
+# Unset, every process that asks runs the simulated one (agents/outside/model_server.py).
+MODEL_BASE_URL = envurl("MODEL_BASE_URL", {"http", "https"}, "")
+MODEL_API_KEY = envstr("MODEL_API_KEY", "")
+if PRODUCTION and RISK_SCREENING and not MODEL_BASE_URL:
+    raise ConfigurationError(
+        "MODEL_BASE_URL is required in production while RISK_SCREENING is on (or set RISK_SCREENING=false)"
+    )
+if MODEL_BASE_URL:
+    MODEL_NAME = envstr("MODEL_NAME")  # a real endpoint serves the models it has: name one
+    MODEL_FALLBACK_NAME = envstr("MODEL_FALLBACK_NAME", "none")
+else:
+    MODEL_NAME = envstr("MODEL_NAME", "sim-large")
+    MODEL_FALLBACK_NAME = envstr("MODEL_FALLBACK_NAME", "sim-small")
+# "none": no fallback model; the deterministic rule comes right after the primary.
+MODELS = [MODEL_NAME] + ([] if MODEL_FALLBACK_NAME == "none" else [MODEL_FALLBACK_NAME])
+# Price per million tokens, prompt and completion, in the unit of WORKFLOW_MAX_MONEY. Every model
+# named above needs one (0 for a model that costs nothing), so the money cap means something.
+MODEL_PRICES = envjson(
+    "MODEL_PRICES",
+    {"sim-large": {"prompt": 2.5, "completion": 10.0}, "sim-small": {"prompt": 0.15, "completion": 0.6}},
+)
+for _model in MODELS:
+    _price = MODEL_PRICES.get(_model) if isinstance(MODEL_PRICES, dict) else None
+    if not (
+        isinstance(_price, dict)
+        and set(_price) == {"prompt", "completion"}
+        and all(isinstance(value, int | float) and value >= 0 for value in _price.values())
+    ):
+        raise ConfigurationError(
+            f"MODEL_PRICES must give model {_model!r} a price per million tokens: "
+            '{"' + _model + '": {"prompt": 0.15, "completion": 0.6}}'
+        )
+# One call is cut by the client after this long, below the lease (a hung call ends before a claim
+# could pass without a heartbeat); a model is asked at most MODEL_MAX_ASKS times per order (an
+# answer that is malformed, off the schema or wrong about the order is asked again), and the
+# whole chain must fit in one attempt's ceiling.
+MODEL_TIMEOUT_SECONDS = envfloat("MODEL_TIMEOUT_SECONDS", AGENT_TASK_DEFAULT_LEASE_SECONDS / 2, minimum=0.1)
+MODEL_MAX_ASKS = envint("MODEL_MAX_ASKS", 2, minimum=1)
+if MODEL_TIMEOUT_SECONDS >= AGENT_TASK_DEFAULT_LEASE_SECONDS:
+    raise ConfigurationError(
+        f"MODEL_TIMEOUT_SECONDS ({MODEL_TIMEOUT_SECONDS:g}) must be below "
+        f"AGENT_TASK_DEFAULT_LEASE_SECONDS ({AGENT_TASK_DEFAULT_LEASE_SECONDS})"
+    )
+if MODEL_TIMEOUT_SECONDS * MODEL_MAX_ASKS * len(MODELS) >= AGENT_TASK_MAX_RUNTIME_SECONDS:
+    raise ConfigurationError(
+        f"MODEL_TIMEOUT_SECONDS x MODEL_MAX_ASKS x {len(MODELS)} models must fit in "
+        f"AGENT_TASK_MAX_RUNTIME_SECONDS ({AGENT_TASK_MAX_RUNTIME_SECONDS})"
+    )
 
 # Guards, shared by the fleet (state in Redis). GUARD_LIMITS (JSON) replaces the defaults:
 # {"breakers": {dep: {failures, failure_rate, window_seconds, cooldown_seconds, successes}},

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration.testing.fleet import database_url
 from orders.models import Order
@@ -15,7 +16,14 @@ from orders.states import TERMINAL_STATES
 # The password of the operators the admin tests create (and the browser tests type).
 OPERATOR_PASSWORD = "a-long-operator-pass-123"
 # Every agent queue of the order workflow, for a worker that runs them all.
-AGENT_QUEUES = ["agent.order", "agent.inventory", "agent.payment", "agent.fulfillment", "agent.notification"]
+AGENT_QUEUES = [
+    "agent.order",
+    "agent.inventory",
+    "agent.risk",
+    "agent.payment",
+    "agent.fulfillment",
+    "agent.notification",
+]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 30, interval: float = 0.1, what: str = ""):
@@ -45,3 +53,18 @@ def finish(order: Order, timeout: float = 45) -> Order:
         what=f"order {order.pk} to finish",
     )
     return Order.objects.get(pk=order.pk)
+
+
+def scrape(client, **request) -> dict[tuple[str, tuple], float]:
+    """What Prometheus reads from /metrics, sending the scrape token as it would."""
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}", **request)
+    assert response.status_code == 200, response.content[:500]
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)

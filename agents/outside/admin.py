@@ -1,10 +1,10 @@
 """The simulated outside world's ledgers, read-only: what the gateway, the carrier and the
-message provider recorded, to set against the orders' own rows."""
+message provider recorded, and what the simulated model billed, to set against our own rows."""
 
 from django.contrib import admin
 
 from adminkit.pages import ReadOnlyAdmin
-from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
+from agents.outside.models import CarrierParcel, GatewayEntry, ModelCall, ProviderMessage
 
 
 @admin.register(GatewayEntry)
@@ -27,4 +27,12 @@ class CarrierParcelAdmin(ReadOnlyAdmin):
 class ProviderMessageAdmin(ReadOnlyAdmin):
     list_display = ("id", "kind", "order_ref", "recipient", "reference", "created_at")
     search_fields = ("=order_ref", "=reference", "=idempotency_key")
+    ordering = ("-id",)
+
+
+@admin.register(ModelCall)
+class ModelCallAdmin(ReadOnlyAdmin):
+    list_display = ("id", "model", "order_ref", "prompt_tokens", "completion_tokens", "replays", "created_at")
+    list_filter = ("model",)
+    search_fields = ("=order_ref", "=idempotency_key")
     ordering = ("-id",)

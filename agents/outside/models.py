@@ -1,4 +1,5 @@
-"""The outside world's own ledgers: a payment gateway, a carrier, a message provider.
+"""The outside world's own ledgers: a payment gateway, a carrier, a message provider, and the
+calls a chat-completions endpoint billed.
 
 They are written on their own connection, outside the calling agent's transaction,
 the way a real service keeps its records whatever happens to the caller.
@@ -49,3 +50,20 @@ class ProviderMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} message to {self.recipient}"
+
+
+class ModelCall(models.Model):
+    """One completion the simulated model endpoint made and billed, stored under the request's
+    idempotency key: a repeat of the key gets this answer back and is not billed again."""
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    model = models.CharField(max_length=100)
+    order_ref = models.CharField(max_length=64, db_index=True, blank=True, help_text="The order the prompt named.")
+    answer = models.TextField(help_text="The completion's text, as sent.")
+    prompt_tokens = models.PositiveIntegerField()
+    completion_tokens = models.PositiveIntegerField()
+    replays = models.PositiveIntegerField(default=0, help_text="Repeats answered from this record, unbilled.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.model} completion for {self.order_ref or 'no order'}"

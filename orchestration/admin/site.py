@@ -84,6 +84,12 @@ class OperatorsAdminSite(admin.AdminSite):
                 view_or_change("django_celery_beat.periodictask"),
             ),
             (
+                "Model usage",
+                "admin:orchestration_usagerecord_changelist",
+                "",
+                view_or_change("orchestration.usagerecord"),
+            ),
+            (
                 "Operator actions",
                 "admin:orchestration_operatoraction_changelist",
                 "",

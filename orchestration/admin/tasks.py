@@ -349,6 +349,8 @@ class WorkflowBudgetAdmin(ReadOnlyAdmin):
         "max_steps",
         "cost",
         "max_cost",
+        "tokens",
+        "money",
         "exceeded_at",
         "exceeded_reason",
     )

@@ -49,6 +49,7 @@ class Row:
     span: TaskAttempt | None = None  # None: a task that has no attempt
     created_at: datetime | None = None
     title: str = ""
+    usage: str = ""  # what its model calls spent
 
 
 def rows_of(trace: Trace) -> list[Row]:
@@ -63,7 +64,7 @@ def rows_of(trace: Trace) -> list[Row]:
             if not node.spans:
                 rows.append(Row(name, depth, task.pk, None, task.created_at, describe_task(task, start)))
             for span in sorted(node.spans, key=lambda item: (item.started_at, item.pk)):
-                rows.append(Row(f"{name} #{span.number}", depth, task.pk, span))
+                rows.append(Row(f"{name} #{span.number}", depth, task.pk, span, usage=trace.usage_of(span)))
             walk(node.children, depth + 1)
 
     walk(trace.roots, 0)
@@ -155,6 +156,8 @@ def _bar(row: Row, y: float, x, now: datetime, start: datetime) -> str:
     title += f", from +{(span.started_at - start).total_seconds():.3f}s"
     if span.error and span.status != AttemptStatus.SUCCEEDED:
         title += f"\n{first_line(span.error, 300)}"
+    if row.usage:
+        title += f"\n{row.usage}"
     stroke = ' stroke="#b71c1c" stroke-width="2"' if failed else ""
     parts = [
         f'<g class="span{" failed" if failed else ""}" data-status="{escape(span.status)}" data-task="{row.task_id}">'

@@ -27,7 +27,7 @@ from typing import Any
 from celery.signals import task_postrun
 from django.conf import settings
 from django.db import DatabaseError
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -38,7 +38,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from redis.exceptions import RedisError
 
 from orchestration.limits.breakers import all_breakers
-from orchestration.models import AgentTask, TaskStatus
+from orchestration.models import AgentTask, TaskStatus, UsageRecord
 from orchestration.observability import otel
 from orchestration.observability.logcontext import current_log_context, log_context
 from orchestration.observability.stuck import stuck_conditions
@@ -211,6 +211,51 @@ class BreakerCollector:
         yield opened
 
 
+class UsageCollector:
+    """Metered calls (language models) by agent and model, from the usage records at scrape time:
+    the same rows the admin adds up, so the two always agree. Tokens and cost count the billed
+    calls only; a call answered from the service's idempotency record is a call, not a cost."""
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            rows = list(
+                UsageRecord.objects.values("agent", "service", "billed").annotate(
+                    calls=Count("id"),
+                    prompt=Sum("prompt_tokens"),
+                    completion=Sum("completion_tokens"),
+                    cost=Sum("cost"),
+                )
+            )
+        except DatabaseError:
+            logger.warning("metrics: could not read the usage records", exc_info=True)
+            return
+        calls = CounterMetricFamily(
+            "agent_model_calls",
+            "Calls to metered services, by agent, model and whether billed.",
+            labels=["agent", "model", "billed"],
+        )
+        tokens = CounterMetricFamily(
+            "agent_model_tokens",
+            "Tokens billed, by agent, model and kind (prompt, completion).",
+            labels=["agent", "model", "kind"],
+        )
+        cost = CounterMetricFamily(
+            "agent_model_cost",
+            "What the billed calls cost (MODEL_PRICES' unit), by agent and model.",
+            labels=["agent", "model"],
+        )
+        for row in rows:
+            labels = [row["agent"], row["service"]]
+            calls.add_metric([*labels, "true" if row["billed"] else "false"], row["calls"])
+            if row["billed"]:
+                tokens.add_metric([*labels, "prompt"], row["prompt"])
+                tokens.add_metric([*labels, "completion"], row["completion"])
+                cost.add_metric(labels, float(row["cost"]))
+        yield calls
+        yield tokens
+        yield cost
+
+
 def metrics_registry() -> CollectorRegistry:
     """What one scrape reads: the processes' numbers and the database's."""
     scrape = CollectorRegistry(auto_describe=False)
@@ -221,6 +266,7 @@ def metrics_registry() -> CollectorRegistry:
         scrape.register(REGISTRY)
     scrape.register(TaskCollector())
     scrape.register(BreakerCollector())
+    scrape.register(UsageCollector())
     for path in getattr(settings, "METRICS_COLLECTORS", []):
         scrape.register(import_string(path)())
     return scrape

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from django.db.models import Min
 
-from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt, TaskStatus
+from orchestration.models import AgentTask, AttemptStatus, Event, TaskAttempt, TaskStatus, UsageRecord
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ class Trace:
     marks: list[Mark]  # the top-level ones
     tasks: list[AgentTask]
     spans: list[TaskAttempt]
+    # The metered calls (model calls) of each attempt, by (task id, fence): which were billed.
+    usage: dict[tuple[int, int], list[UsageRecord]] = field(default_factory=dict)
+
+    def usage_of(self, span: TaskAttempt) -> str:
+        """One line on what the attempt's model calls spent, or "" when it made none."""
+        return describe_usage(self.usage.get((span.task_id, span.fence), []))
 
     @property
     def start(self) -> datetime | None:
@@ -100,7 +106,10 @@ def build_trace(workflow_id: str, marks: Iterable[Mark] = ()) -> Trace:
     for node in nodes.values():
         parent = nodes.get(node.task.parent_id)
         (parent.children if parent else roots).append(node)
-    return Trace(workflow_id, roots, top_marks, tasks, spans)
+    usage: dict[tuple[int, int], list[UsageRecord]] = {}
+    for record in UsageRecord.objects.filter(workflow_id=workflow_id).order_by("id"):
+        usage.setdefault((record.task_id, record.fence), []).append(record)
+    return Trace(workflow_id, roots, top_marks, tasks, spans, usage)
 
 
 def _unheard_events(events: list[Event], tasks: list[AgentTask]) -> list[Mark]:
@@ -144,7 +153,8 @@ def render_trace(trace: Trace, indent: str = "  ") -> list[str]:
                 lines.append(f"{offset(at)}  {pad}{describe_task(item.task, start)}")
                 walk(_items_of(item), depth + 1)
             elif isinstance(item, TaskAttempt):
-                lines.append(f"{offset(at)}  {pad}{describe_span(item)}")
+                spent = trace.usage_of(item)
+                lines.append(f"{offset(at)}  {pad}{describe_span(item)}" + (f"; {spent}" if spent else ""))
             elif isinstance(item, Mark):
                 lines.append(f"{offset(at)}  {pad}{item.text}")
 
@@ -190,6 +200,18 @@ def describe_span(span: TaskAttempt) -> str:
     if span.error and span.status != AttemptStatus.SUCCEEDED:
         text += f": {first_line(span.error)}"
     return text
+
+
+def describe_usage(records: list[UsageRecord]) -> str:
+    """What an attempt's metered calls spent, each call saying whether it was billed."""
+    if not records:
+        return ""
+    calls = [
+        f"{record.service} {record.prompt_tokens}+{record.completion_tokens} tokens "
+        + (f"{record.cost} billed" if record.billed else "not billed (answered from the service's record)")
+        for record in records
+    ]
+    return f"{len(records)} model call{'s' if len(records) != 1 else ''}: " + ", ".join(calls)
 
 
 def first_line(text: str, limit: int = 160) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -151,9 +152,30 @@ class TaskContext:
         completion_tokens: int = 0,
         cost: Decimal | float = 0,
         billed: bool = True,
+        key: str = "",
     ) -> None:
         """What one call to a metered service (a language model) spent: recorded on this attempt
         as soon as the call phase ends, whatever becomes of the attempt, and counted against the
         workflow's token and money caps. ``billed=False``: the service answered from its
-        idempotency record and charged nothing."""
-        self.usage.append(lifecycle.Usage(service, prompt_tokens, completion_tokens, Decimal(str(cost)), billed=billed))
+        idempotency record and charged nothing (``key``, the call's idempotency key, lets the
+        kernel count it once when the attempt that paid for it died before recording it)."""
+        self.usage.append(
+            lifecycle.Usage(service, prompt_tokens, completion_tokens, Decimal(str(cost)), billed=billed, key=key)
+        )
+
+    def spent(self) -> tuple[int, Decimal]:
+        """Tokens and money the workflow has spent, as of this attempt's claim plus the calls this
+        attempt made since (not yet recorded); only the latter for work outside any budget."""
+        tokens = sum(item.prompt_tokens + item.completion_tokens for item in self.usage if item.billed)
+        money = sum((item.cost for item in self.usage if item.billed), Decimal(0))
+        if self.budget is None:
+            return tokens, money
+        return self.budget.tokens + tokens, self.budget.money + money
+
+    def over_spend_caps(self) -> str | None:
+        """Why the workflow may not spend more on metered calls (a cap is passed), or None. A
+        call phase asks before each call; the kernel asks at each claim."""
+        if self.budget is None:
+            return None
+        tokens, money = self.spent()
+        return replace(self.budget, tokens=tokens, money=money).exceeded

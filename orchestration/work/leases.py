@@ -117,3 +117,44 @@ class AttemptLease:
             raw.execute("SELECT 1")
         except psycopg.Error:  # already ended or failed: the handler's next statement says so
             logger.debug("could not touch the session of task %s", self.task_id, exc_info=True)
+
+
+class WaitingClaims:
+    """The tasks a worker claimed in one batch and has not started yet: they keep their claims
+    while the ones before them run. A task ahead that waits minutes on a model must not let the
+    lease of the next one run out (it would be reclaimed, and run twice in parallel with a late
+    first attempt fenced out). A background thread heartbeats those still waiting every third of
+    their shortest lease; in a batch of quick tasks it never gets to."""
+
+    def __init__(self, claims: list[lifecycle.Claim]):
+        self.waiting = list(claims)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> WaitingClaims:
+        if len(self.waiting) > 1:  # the first starts at once
+            interval = min(claim.lease_seconds for claim in self.waiting) / 3
+            self.thread = threading.Thread(target=self._beat, args=(interval,), name="batch-leases", daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join()
+
+    def starting(self, claim: lifecycle.Claim) -> None:
+        """This one runs now: its own attempt heartbeats from here on."""
+        with self.lock:
+            self.waiting = [other for other in self.waiting if other is not claim]
+
+    def _beat(self, interval: float) -> None:
+        while not self.stop.wait(interval):
+            with self.lock:
+                waiting = list(self.waiting)
+            for claim in waiting:
+                try:
+                    run_autonomously(lifecycle.heartbeat, claim.task.pk, claim.fence, lease_seconds=claim.lease_seconds)
+                except Exception:  # the database is restarting: the next beat may do
+                    logger.warning("could not keep the claim of waiting task %s", claim.task.pk, exc_info=True)

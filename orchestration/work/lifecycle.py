@@ -321,25 +321,36 @@ class Usage:
     completion_tokens: int
     cost: Decimal
     billed: bool = True
+    key: str = ""  # the call's idempotency key at the service, when it has one
 
 
 def record_usage(task: AgentTask, fence: int, usage: list[Usage], now: datetime | None = None) -> None:
     """Write what an attempt's calls spent, and add it to its workflow's budget: one statement,
-    committed on its own whatever becomes of the attempt (a call that happened is paid for)."""
+    committed on its own whatever becomes of the attempt (a call that happened is paid for).
+
+    A call the service answered from its idempotency record (``billed=False``) is recorded as
+    billed when no earlier record of its key is: the attempt that paid for it died before it
+    could say so. So every completion the service billed is counted once, by whoever learned
+    of it first."""
     if not usage:
         return
-    billed = [item for item in usage if item.billed]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""WITH recorded AS (
                 INSERT INTO {USAGE} (task_id, fence, workflow_id, agent, operation, service, prompt_tokens,
-                    completion_tokens, cost, billed, created_at)
+                    completion_tokens, cost, billed, idempotency_key, created_at)
                 SELECT %(task)s, %(fence)s, %(workflow)s, %(agent)s, %(operation)s, x.service, x.prompt, x.completion,
-                    x.cost, x.billed, %(now)s
+                    x.cost, x.billed OR (x.key <> '' AND NOT EXISTS (
+                        SELECT FROM {USAGE} u WHERE u.idempotency_key = x.key AND u.billed)),
+                    x.key, %(now)s
                 FROM unnest(%(services)s::text[], %(prompt)s::int[], %(completion)s::int[], %(costs)s::numeric[],
-                    %(billed)s::bool[]) AS x(service, prompt, completion, cost, billed)
+                    %(billed)s::bool[], %(keys)s::text[]) AS x(service, prompt, completion, cost, billed, key)
+                RETURNING prompt_tokens, completion_tokens, cost, billed
             )
-            UPDATE {BUDGETS} SET tokens = tokens + %(tokens)s, money = money + %(money)s
+            UPDATE {BUDGETS} SET
+                tokens = tokens + (SELECT coalesce(sum(prompt_tokens + completion_tokens), 0) FROM recorded
+                    WHERE billed),
+                money = money + (SELECT coalesce(sum(cost), 0) FROM recorded WHERE billed)
             WHERE workflow_id = %(workflow)s""",
             {
                 "task": task.pk,
@@ -353,8 +364,7 @@ def record_usage(task: AgentTask, fence: int, usage: list[Usage], now: datetime 
                 "completion": [item.completion_tokens for item in usage],
                 "costs": [item.cost for item in usage],
                 "billed": [item.billed for item in usage],
-                "tokens": sum(item.prompt_tokens + item.completion_tokens for item in billed),
-                "money": sum((item.cost for item in billed), Decimal(0)),
+                "keys": [item.key for item in usage],
             },
         )
 

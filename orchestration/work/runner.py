@@ -45,7 +45,7 @@ from orchestration.registry import Operation, Route, registry
 from orchestration.work import dispatch, events, lifecycle
 from orchestration.work.context import TaskContext
 from orchestration.work.ids import task_ids
-from orchestration.work.leases import AttemptLease
+from orchestration.work.leases import AttemptLease, WaitingClaims
 from orchestration.work.outcome import RunOutcome
 from orchestration.work.workers import remembered_queues, worker_name
 
@@ -97,10 +97,12 @@ def drain(queue: str, *, worker: str | None = None, seconds: float | None = None
             return ran
         if len(claims) == config.claim_batch:
             dispatch.wake_queue(queue)  # more is waiting: bring an idle process in
-        for claim in claims:
-            keep_claim_fresh(claim)
-            run_claimed(claim, worker=worker, queue=queue)
-            ran += 1
+        with WaitingClaims(claims) as waiting:
+            for claim in claims:
+                waiting.starting(claim)
+                keep_claim_fresh(claim)
+                run_claimed(claim, worker=worker, queue=queue)
+                ran += 1
     dispatch.wake_queue(queue)  # out of time with work maybe left: hand over to the next wake-up
     return ran
 

@@ -24,10 +24,10 @@ def catalogue(transactional_db):
 def fleet(start_worker, start_beat, redis_client):
     """Agents on real workers, a maintenance worker and beat; the outside world well-behaved."""
 
-    def start(queues=AGENT_QUEUES, env=None, beat=True):
+    def start(queues=AGENT_QUEUES, env=None, beat=True, concurrency=2):
         for service in world.SERVICES:
             world.configure(service)
-        start_worker(queues, concurrency=2, env=env or {})
+        start_worker(queues, concurrency=concurrency, env=env or {})
         start_worker(["orchestration"], name="maintenance", env=env or {})
         if beat:
             start_beat()

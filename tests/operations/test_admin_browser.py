@@ -20,10 +20,10 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from agents.entrypoints import place_order
 from agents.outside import world
-from orchestration.models import AgentTask, TaskAttempt, TaskStatus
+from orchestration.models import AgentTask, OperatorAction, TaskAttempt, TaskStatus
 from orchestration.work.enqueue import enqueue
-from orders.models import Order, Product
-from orders.states import TERMINAL_STATES
+from orders.models import Order, OrderTransition, Product
+from orders.states import TERMINAL_STATES, OrderState
 from tests.kernelapp.models import Effect
 from tests.support import AGENT_QUEUES, OPERATOR_PASSWORD, wait_until
 
@@ -165,3 +165,37 @@ def test_open_an_order_and_see_its_timeline(page, fleet):
         AgentTask.objects.filter(correlation_id=order.correlation_id).count()
     )
     screenshot(page, "07-order-tasks")
+
+
+def test_an_operator_approves_an_order_the_model_sent_for_review(page, fleet):
+    Product.objects.create(sku="TV", name="Television", price=Decimal("1500.00"), stocked=10)
+    # "+suspect": the simulated model answers "review", so the order waits for a person.
+    order, _ = place_order("dan+suspect@example.com", [("TV", 1)], idempotency_key="browser-review")
+    wait_until(
+        lambda: Order.objects.get(pk=order.pk).state == OrderState.AWAITING_REVIEW, timeout=60, what="the review"
+    )
+
+    log_in(page)
+    page.goto("/admin/orders/orderawaitingreview/")
+    row = page.locator("#result_list tbody tr", has_text=f"order {order.pk}")
+    expect(row).to_contain_text("review by sim-large")
+    expect(row).to_contain_text("an unusual basket for 1500.00 EUR")  # the model's reasons
+    screenshot(page, "08-orders-waiting-for-review")
+    row.locator("input[name=_selected_action]").check()
+    page.select_option("select[name=action]", "approve_selected")
+    page.click("button[name=index]")
+
+    done = re.compile(rf"approve reviewed orders: 1 order done \({order.pk}\)", re.IGNORECASE)
+    expect(page.locator("ul.messagelist")).to_contain_text(done)
+    expect(page.locator("#result_list")).to_have_count(0)  # nothing left to review
+    screenshot(page, "09-review-approved")
+    wait_until(lambda: Order.objects.get(pk=order.pk).state == OrderState.COMPLETED, timeout=60, what="completion")
+    approval = OrderTransition.objects.get(order=order, event="operator.approve")
+    assert (approval.to_state, approval.actor) == (OrderState.PAYMENT_PROCESSING, "operator")
+    audit = OperatorAction.objects.get(action="approve reviewed orders")
+    assert (audit.operator, audit.done) == ("operator", [order.pk])
+
+    page.goto(f"/admin/orders/order/{order.pk}/change/")
+    expect(page.locator(".field-risk_review")).to_contain_text("review by primary model sim-large")
+    expect(page.locator(".field-model_costs")).to_contain_text("sim-large: 1 calls (0 not billed)")
+    screenshot(page, "10-order-risk-and-costs")

@@ -15,7 +15,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.conf import settings as django_settings
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.http import JsonResponse
@@ -35,7 +34,7 @@ from orchestration.work import runner
 from orchestration.work.enqueue import enqueue
 from orders.models import Order, Product
 from orders.states import OrderState
-from tests.support import AGENT_QUEUES, child_environment, finish, wait_until
+from tests.support import AGENT_QUEUES, child_environment, finish, scrape, value, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -312,21 +311,6 @@ def test_each_attempt_is_exported_as_a_span_in_the_trace_of_its_correlation_id(t
 
 
 # --- Metrics -----------------------------------------------------------------------
-
-
-def scrape(client, **request) -> dict[tuple[str, tuple], float]:
-    """What Prometheus reads, sending the scrape token as it would."""
-    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {django_settings.METRICS_TOKEN}", **request)
-    assert response.status_code == 200, response.content[:500]
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.content.decode())
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_parse_as_prometheus_text_and_count_the_workers_load(agents, catalogue, client):

@@ -28,6 +28,9 @@ PRODUCTION_ENV = {
     "ALLOWED_HOSTS": "orders.example.com",
     "DATABASE_URL": "postgresql://app@db.internal:5432/app",
     "REDIS_URL": "redis://redis.internal:6379/0",
+    "MODEL_BASE_URL": "https://models.internal/v1",
+    "MODEL_NAME": "risk-model",
+    "MODEL_PRICES": '{"risk-model": {"prompt": 0.5, "completion": 1.5}}',
 }
 
 
@@ -62,6 +65,10 @@ def run_manage(env_overrides: dict[str, str | None], *args: str) -> subprocess.C
         ("SIMULATED_FAILURES", "true"),
         ("DEBUG", "true"),  # the debug page would show settings and variables to anyone
         ("METRICS_TOKEN", "too-short"),
+        ("MODEL_BASE_URL", None),  # the risk agent would ask a model nobody named
+        ("MODEL_NAME", None),
+        ("MODEL_PRICES", '{"another-model": {"prompt": 1, "completion": 1}}'),
+        ("MODEL_TIMEOUT_SECONDS", "90"),  # above the lease
     ],
 )
 def test_production_start_up_names_the_missing_or_malformed_variable(variable, value):
