@@ -260,6 +260,9 @@ def test_an_operator_cancel_while_the_charge_is_in_flight_refunds_and_releases(f
 
     assert order.state == OrderState.CANCELLED and order.reason == "customer phoned"
     assert OrderTransition.objects.filter(order=order).latest("pk").actor == "alice"
+    # The charge that was out when the cancel won lands (or not) and is settled first.
+    charge = AgentTask.objects.get(correlation_id=order.correlation_id, operation="charge")
+    wait_until(lambda: AgentTask.objects.get(pk=charge.pk).status == TaskStatus.SUCCEEDED, what="the charge settled")
     wait_until(lambda: gateway_net(order) == 0 and Product.objects.get(sku="PEN").reserved == 0, what="compensation")
     assert GatewayEntry.objects.filter(order_ref=str(order.pk), kind="charge").count() <= 1
     assert Product.objects.get(sku="PEN").sold == 0
