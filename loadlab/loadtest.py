@@ -294,6 +294,10 @@ def run_load(
         f"outside latency {spec.latency_ms:g} ms"
     )
     bar = Progress(spec.orders, order_ids, fleet, enabled=progress)
+    if spec.place_first:
+        # Placed before any worker ran, none could end: all were in flight at once, whatever
+        # finished before the first look at the progress.
+        bar.peak_in_flight = len(order_ids)
     stop_trouble = during(fleet, bar) if during else None
     started = time.monotonic()
     try:
@@ -310,9 +314,10 @@ def run_load(
             )
         bar.bar.total = len(order_ids)
         while bar.refresh() < len(order_ids) and time.monotonic() - started < spec.timeout:
-            if bar.in_flight() <= len(workload.waiting_for_review(order_ids)):
+            waiting = workload.through_restarts(lambda: len(workload.waiting_for_review(order_ids)))
+            if bar.in_flight() <= waiting:
                 # Only orders waiting for an operator are left: approve them, as one would.
-                workload.settle_reviews(order_ids, operator="loadtest")
+                workload.through_restarts(lambda: workload.settle_reviews(order_ids, operator="loadtest"))
             time.sleep(0.2)
         seconds = time.monotonic() - started
         bar.refresh(force=True)

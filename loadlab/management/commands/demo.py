@@ -67,11 +67,12 @@ class Command(BaseCommand):
             with tqdm(total=orders, desc="placed  ", unit="order") as placed:
                 order_ids = workload.place_orders(run, orders, catalogue, mix=MIX, on_placed=lambda _i: placed.update())
             with tqdm(total=orders, desc="finished", unit="order") as done:
-                while (finished := workload.terminal_count(order_ids)) < orders:
+                while (finished := workload.through_restarts(lambda: workload.terminal_count(order_ids))) < orders:
                     done.update(finished - done.n)
                     if time.monotonic() - started > timeout:
                         break
-                    if orders - finished <= len(workload.waiting_for_review(order_ids)):
+                    waiting = workload.through_restarts(lambda: len(workload.waiting_for_review(order_ids)))
+                    if orders - finished <= waiting:
                         # Only orders waiting for an operator are left: the demo plays the operator.
                         approved, rejected = workload.settle_reviews(order_ids, operator="demo", reject_every=3)
                         decisions = f"approved {len(approved)}, rejected {len(rejected)}"
