@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 SERVERS := $(PY) -m devservers
-PYTEST_ARGS ?=
+# The slowest tests are listed in every run, so a CI log shows where the minutes go.
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: venv test lint format demo loadtest chaos bench cluster up servers-start servers-stop servers-status clean
 

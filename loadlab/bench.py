@@ -13,6 +13,7 @@ from decimal import Decimal
 from django.db import DatabaseError, connection, transaction
 
 from loadlab import naive, workload
+from loadlab.cpu import CpuMeter, CpuSeconds
 from loadlab.loadtest import NO_FAILURES, LoadSpec, configure_world, run_load, worker_environment
 from loadlab.measures import Latencies
 from orchestration.models import AgentTask, TaskAttempt
@@ -44,6 +45,7 @@ class Throughput:
     seconds: float
     latencies: Latencies
     traffic: Traffic = field(default_factory=Traffic)
+    cpu: CpuSeconds = field(default_factory=CpuSeconds)  # milliseconds per order, by process kind
 
     @property
     def per_second(self) -> float:
@@ -98,10 +100,12 @@ def bench_spec(orders: int, **overrides) -> LoadSpec:
 def through_the_system(spec: LoadSpec, run: str, out: Callable[[str], None], name: str = "system") -> Throughput:
     """The orders through the system; latency is from placement to the workflow's last task."""
     placed: list[int] = []
+    meter = CpuMeter()
     with traffic_of(lambda: len(placed)) as traffic:
-        result = run_load(spec, run=f"{run}-{name}", progress=False, out=out)
+        result = run_load(spec, run=f"{run}-{name}", progress=False, out=out, during=meter.during)
         placed = result.order_ids
-    return Throughput(name, result.placed, result.seconds, last_task_latencies(result.order_ids), traffic)
+    cpu = meter.used.per_order_ms(result.placed)
+    return Throughput(name, result.placed, result.seconds, last_task_latencies(result.order_ids), traffic, cpu)
 
 
 def last_task_latencies(order_ids: list[int]) -> Latencies:
@@ -136,7 +140,9 @@ def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]
     ).start()
     out(f"{run}: {spec.orders} orders as a plain Celery chain on {spec.workers} workers x {spec.worker_concurrency}")
     started_at: dict[str, float] = {}
+    meter = CpuMeter()
     try:
+        meter.started(fleet)
         with traffic_of(lambda: spec.orders) as traffic:
             started = time.monotonic()
             for index, customer, items in workload.order_stream(spec.orders, catalogue, NO_FAILURES, spec.seed):
@@ -150,10 +156,12 @@ def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]
                 time.sleep(0.2)
             seconds = time.monotonic() - started
             finished = redis_client().hgetall(key)
+        meter.ended(fleet)
     finally:
         fleet.stop()
     latencies = sorted(float(value.split()[0]) - started_at[ref] for ref, value in finished.items())
-    return Throughput("naive chain", len(finished), seconds, Latencies(latencies), traffic)
+    cpu = meter.used.per_order_ms(len(finished))
+    return Throughput("naive chain", len(finished), seconds, Latencies(latencies), traffic, cpu)
 
 
 def remove_naive_effects(run: str) -> None:

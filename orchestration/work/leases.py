@@ -134,15 +134,25 @@ class WaitingClaims:
 
     def __enter__(self) -> WaitingClaims:
         if len(self.waiting) > 1:  # the first starts at once
-            interval = min(claim.lease_seconds for claim in self.waiting) / 3
-            self.thread = threading.Thread(target=self._beat, args=(interval,), name="batch-leases", daemon=True)
-            self.thread.start()
+            self._start()
         return self
+
+    def _start(self) -> None:
+        interval = min(claim.lease_seconds for claim in self.waiting) / 3
+        self.thread = threading.Thread(target=self._beat, args=(interval,), name="batch-leases", daemon=True)
+        self.thread.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop.set()
         if self.thread is not None:
             self.thread.join()
+
+    def add(self, claims: list[lifecycle.Claim]) -> None:
+        """More claims wait behind the one running now (follow-ups kept by this process)."""
+        with self.lock:
+            self.waiting.extend(claims)
+            if len(self.waiting) > 1 and self.thread is None:
+                self._start()
 
     def starting(self, claim: lifecycle.Claim) -> None:
         """This one runs now: its own attempt heartbeats from here on."""

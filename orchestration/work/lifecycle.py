@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -127,6 +128,7 @@ CLAIM = f"""
     ORDER BY claimed.priority DESC, claimed.run_after, claimed.id
 """
 ONE = "t.id = %(id)s"
+MANY = "t.id = ANY(%(ids)s::bigint[])"
 BATCH = f"""t.id IN (
     SELECT t.id FROM {TABLE} AS t WHERE t.agent = ANY(%(agents)s::text[]) AND {READY}
     ORDER BY t.priority DESC, t.run_after, t.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
@@ -140,6 +142,12 @@ def claim(
     is its operation's (``lease_seconds`` overrides it: tools and tests)."""
     claimed = _claim(ONE, {"id": task_id}, worker, queue, lease_seconds, now)
     return claimed[0] if claimed else None
+
+
+def claim_these(task_ids: list[int], *, worker: str, queue: str = "", now: datetime | None = None) -> list[Claim]:
+    """Claim these tasks, those of them still ready (a follow-up a worker keeps for itself:
+    another worker may have taken it meanwhile)."""
+    return _claim(MANY, {"ids": task_ids}, worker, queue, None, now)
 
 
 def claim_batch(
@@ -261,6 +269,14 @@ def heartbeat(
     return _owned(task_id, fence).filter(lease_expires_at__gte=now).update(**changes) == 1
 
 
+@dataclass(frozen=True)
+class Completion:
+    """What a completion wrote that its caller acts on after the commit."""
+
+    woken: list[str]  # agents with new tasks that need a wake-up
+    kept: list[tuple[int, str]]  # (id, agent) of new tasks the caller means to claim itself
+
+
 def complete(
     task_id: int,
     fence: int,
@@ -270,12 +286,15 @@ def complete(
     workflow_id: str = "",
     outbox: Outbox | None = None,
     inlined: dict | None = None,
+    keep: Collection[str] = (),
     now: datetime | None = None,
-) -> list[str] | None:
+) -> Completion | None:
     """Mark the task succeeded, close its span, add its cost to the workflow's budget and
     write what it emitted (events, subscribers' tasks, inline steps), in the caller's
     transaction and in one statement. Returns the agents that got new tasks (to wake after
-    the commit), or None when fenced out: then nothing was written, and the caller rolls back."""
+    the commit) and the new tasks of the agents in ``keep`` (the caller claims and runs them
+    itself, so they wake nobody), or None when fenced out: then nothing was written, and the
+    caller rolls back."""
     now = now or timezone.now()
     outbox = outbox or Outbox()
     ctes, params = outbox_statement(outbox, inlined=inlined)
@@ -286,6 +305,7 @@ def complete(
         "result": json.dumps(result),
         "cost": Decimal(str(cost)),
         "workflow": workflow_id,
+        "keep": list(keep),
         "now": now,
     }
     sql = f"""
@@ -303,13 +323,17 @@ def complete(
             UPDATE {BUDGETS} SET cost = cost + %(cost)s, steps = steps + %(inline_steps)s
             WHERE workflow_id = %(workflow)s AND (%(cost)s > 0 OR %(inline_steps)s > 0) AND EXISTS (SELECT FROM done)
         ),
-        {ctes}
-        SELECT EXISTS (SELECT FROM done), array(SELECT agent FROM woken)
+        {ctes},
+        kept AS (SELECT id, agent FROM tk WHERE agent = ANY(%(keep)s::text[]))
+        SELECT EXISTS (SELECT FROM done), array(SELECT agent FROM woken WHERE NOT agent = ANY(%(keep)s::text[])),
+            array(SELECT id FROM kept ORDER BY id), array(SELECT agent FROM kept ORDER BY id)
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        done, woken = cursor.fetchone()
-    return list(woken) if done else None
+        done, woken, kept_ids, kept_agents = cursor.fetchone()
+    if not done:
+        return None
+    return Completion(list(woken), list(zip(kept_ids, kept_agents, strict=True)))
 
 
 @dataclass(frozen=True)

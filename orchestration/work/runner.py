@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections import deque
+from collections.abc import Collection
 from datetime import timedelta
 
 import redis
@@ -91,20 +93,57 @@ def drain(queue: str, *, worker: str | None = None, seconds: float | None = None
     agents = agents_served(queue)
     dispatch.woken(queue)
     started, ran = time.monotonic(), 0
-    while time.monotonic() - started < seconds:
+    until = started + seconds
+    while time.monotonic() < until:
         claims = lifecycle.claim_batch(agents, worker=worker, limit=config.claim_batch, queue=queue)
         if not claims:
             return ran
         if len(claims) == config.claim_batch:
             dispatch.wake_queue(queue)  # more is waiting: bring an idle process in
-        with WaitingClaims(claims) as waiting:
-            for claim in claims:
-                waiting.starting(claim)
-                keep_claim_fresh(claim)
-                run_claimed(claim, worker=worker, queue=queue)
-                ran += 1
+        ran += run_batch(claims, agents, worker=worker, queue=queue, until=until)
     dispatch.wake_queue(queue)  # out of time with work maybe left: hand over to the next wake-up
     return ran
+
+
+def run_batch(claims: list[lifecycle.Claim], agents: list[str], *, worker: str, queue: str, until: float) -> int:
+    """Run claimed tasks one after the other; returns how many ran.
+
+    Eager follow-ups: the tasks a completion creates for agents this process serves are not
+    announced to the broker; the process claims them as soon as the completion commits and
+    runs them next, so a workflow's steps follow each other without a message, a wake-up or
+    a wait in the queue (Temporal calls this eager activity execution). They are claimed like
+    any other task (fence, lease, attempt, budget step), and a worker that dies before claiming
+    them leaves them pending for the re-publish sweep. Once the drain is out of time, new tasks
+    are announced as usual. A follow-up runs before the rest of its batch, whose claims keep
+    their leases meanwhile."""
+    ran = 0
+    queued = deque(claims)
+    with WaitingClaims(claims) as waiting:
+        while queued:
+            claim = queued.popleft()
+            waiting.starting(claim)
+            keep_claim_fresh(claim)
+            kept: list[tuple[int, str]] = []
+            eager = agents if time.monotonic() < until else []
+            run_claimed(claim, worker=worker, queue=queue, keep=eager, kept=kept)
+            ran += 1
+            if kept:
+                follow_ups = claim_follow_ups(kept, worker=worker, queue=queue)
+                waiting.add(follow_ups)
+                queued.extendleft(reversed(follow_ups))
+    return ran
+
+
+def claim_follow_ups(kept: list[tuple[int, str]], *, worker: str, queue: str) -> list[lifecycle.Claim]:
+    """Claim the follow-ups a completion kept for this process; if the database will not
+    have it, announce them after all, so they wait for nobody's sweep."""
+    try:
+        return lifecycle.claim_these([task_id for task_id, _agent in kept], worker=worker, queue=queue)
+    except Exception:
+        logger.warning("could not claim follow-up tasks %s; waking their agents instead", kept, exc_info=True)
+        for agent in sorted({agent for _task_id, agent in kept}):
+            dispatch.wake_queue(dispatch.queue_for(agent))
+        return []
 
 
 def agents_served(queue: str) -> list[str]:
@@ -124,8 +163,17 @@ def keep_claim_fresh(claim: lifecycle.Claim) -> None:
 
 
 @observed_run
-def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunOutcome:
-    """Run a task we hold: its guards, its outside call, its handler and completion."""
+def run_claimed(
+    claim: lifecycle.Claim,
+    *,
+    worker: str,
+    queue: str = "",
+    keep: Collection[str] = (),
+    kept: list[tuple[int, str]] | None = None,
+) -> RunOutcome:
+    """Run a task we hold: its guards, its outside call, its handler and completion. The new
+    tasks of the agents in ``keep`` wake nobody: once committed they are added to ``kept``
+    (id, agent), for the caller to claim and run (run_batch)."""
     claimed = claim.task
     claimed_at = time.monotonic()
     bind_log_context(
@@ -160,7 +208,7 @@ def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunO
         with transaction.atomic():
             result = attempt.run(operation.handler, context)
             inlined = attempt.run(run_inline_steps, context)
-            woken = lifecycle.complete(
+            completion = lifecycle.complete(
                 claimed.pk,
                 claimed.fence,
                 result=result,
@@ -168,10 +216,13 @@ def run_claimed(claim: lifecycle.Claim, *, worker: str, queue: str = "") -> RunO
                 workflow_id=claimed.workflow_id,
                 outbox=context.outbox,
                 inlined=inlined,
+                keep=keep,
             )
-            if woken is None:
+            if completion is None:
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
-            dispatch.wake_on_commit(woken)
+            dispatch.wake_on_commit(completion.woken)
+        if kept is not None:
+            kept.extend(completion.kept)  # committed: theirs to claim now
         admission.record(ok=True)
         observe_inline_steps(context.outbox.inline)
     except LeaseLost as error:

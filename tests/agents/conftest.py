@@ -22,14 +22,16 @@ def catalogue(transactional_db):
 
 @pytest.fixture
 def fleet(start_worker, start_beat, redis_client):
-    """Agents on real workers, a maintenance worker and beat; the outside world well-behaved."""
+    """Agents on real workers, a maintenance worker and beat; the outside world well-behaved.
+    Returns the agents' worker."""
 
     def start(queues=AGENT_QUEUES, env=None, beat=True, concurrency=2):
         for service in world.SERVICES:
             world.configure(service)
-        start_worker(queues, concurrency=concurrency, env=env or {})
+        agents = start_worker(queues, concurrency=concurrency, env=env or {})
         start_worker(["orchestration"], name="maintenance", env=env or {})
         if beat:
             start_beat()
+        return agents
 
     return start

@@ -3,6 +3,7 @@ state machine, each compensation, and the races DESIGN.md names."""
 
 from __future__ import annotations
 
+import re
 import threading
 from decimal import Decimal
 
@@ -13,7 +14,7 @@ from agents import invariants
 from agents.entrypoints import cancel_order, place_order
 from agents.outside import world
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
-from orchestration.models import AgentTask, TaskStatus
+from orchestration.models import AgentTask, TaskAttempt, TaskStatus
 from orders.errors import IllegalTransition
 from orders.models import Order, OrderTransition, Payment, Product
 from orders.states import OrderState, PaymentStatus, ReservationStatus
@@ -56,6 +57,23 @@ def test_a_good_order_is_reserved_paid_shipped_and_completed(fleet, catalogue):
     assert messages(order) == ["confirmed", "shipped"]
     wait_until(lambda: Product.objects.get(sku="PEN").sold == 2, what="stock committed")
     assert Product.objects.get(sku="PEN").reserved == 0
+
+
+def test_an_idle_worker_runs_a_whole_order_from_one_wake_up(fleet, catalogue):
+    agents = fleet()
+
+    order, _ = place_order("ann@example.com", [("PEN", 1)], idempotency_key="eager")
+    order = finish(order)
+    wait_until(lambda: len(messages(order)) == 2, what="confirmed and shipped messages")
+
+    # Each step's follow-ups were claimed by the process that committed them, not announced:
+    # placing the order sent the only wake-up, and one process ran every step.
+    assert order.state == OrderState.COMPLETED
+    attempts = TaskAttempt.objects.filter(correlation_id=order.correlation_id)
+    assert attempts.count() == AgentTask.objects.filter(workflow_id=order.workflow_id).count() == 9
+    assert attempts.values("worker").distinct().count() == 1
+    received = re.findall(r"Task orchestration\.wake\[[0-9a-f-]+\] received", agents.log())
+    assert len(received) == 1, agents.log()
 
 
 def test_a_declined_payment_releases_the_reservation(fleet, catalogue):

@@ -56,6 +56,10 @@ class Command(BaseCommand):
         write("per order (all the servers did during each run, sweeps and heartbeats included):")
         for measured in (system, chain):
             write(f"  {measured.name:<12} {describe_traffic(measured.traffic)}")
+        write("")
+        write("CPU per order, milliseconds (the kernel's accounting of each kind of process):")
+        for measured in (system, chain):
+            write(f"  {measured.name:<12} {measured.cpu.line()}")
 
         if options["paced_orders"]:
             rate = system.per_second / 2
