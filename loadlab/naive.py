@@ -1,6 +1,6 @@
 """The prototype that breaks in production: the order workflow as a plain chain of Celery tasks.
 
-reserve -> charge -> ship -> notify, each passing the order along in the message. No task rows,
+reserve -> charge (and confirm) -> ship -> notify, each passing the order along in the message. No task rows,
 no claims, no state machine, no ledger idempotency: a fresh key on every call, so a redelivered
 message charges twice. It writes the same effects (stock, gateway, carrier, provider) through
 the same simulated outside world, so `manage.py bench` measures only what the system adds.
@@ -49,6 +49,8 @@ def charge(order: dict | None) -> dict | None:
         )
     except world.Declined:
         return finish(order, "declined")
+    # The customer hears that the order is confirmed, as the system's workflow tells them.
+    world.send_message(uuid.uuid4().hex, order_ref=order["ref"], kind="confirmed", recipient=order["customer"])
     return order
 
 

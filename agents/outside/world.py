@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from orchestration.redis_client import redis_client
-from orchestration.work.autonomous import run_autonomously
+from orchestration.work.autonomous import run_committed
 
 SLOWPAY_SECONDS = 3.0
 SERVICES = ("gateway", "carrier", "provider")
@@ -140,27 +141,46 @@ def _reference(prefix: str) -> str:
 
 def _record_once(model, key: str, defaults: dict, refusal: OutsideError | None = None):
     """The service's ledger entry for this key: the one already there (a repeat is answered
-    as the first call was), or a new one, unless refused. All on the service's own connection:
-    its ledger is not the caller's database, and no caller's transaction sees or holds it."""
+    as the first call was), or a new one, unless refused. Its ledger is not the caller's
+    database: no caller's transaction sees or holds it (run_committed), and a first call is
+    one statement that commits on its own."""
 
     def record():
-        existing = model.objects.filter(idempotency_key=key).first()
-        if existing is not None or refusal is not None:
-            return existing
-        # Two first calls at once: one row wins, both answer with it (no savepoint needed).
-        model.objects.bulk_create([model(idempotency_key=key, **defaults)], ignore_conflicts=True)
-        return model.objects.get(idempotency_key=key)
+        if refusal is None and (created := _insert_unless_there(model, key, defaults)) is not None:
+            return created
+        # Refused, or two first calls at once: one row won, and this answers with it.
+        return model.objects.filter(idempotency_key=key).first()
 
-    entry = run_autonomously(record)
+    entry = run_committed(record)
     if entry is None and refusal is not None:
         raise refusal
+    return entry
+
+
+def _insert_unless_there(model, key: str, defaults: dict):
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the new entry, or None when the key was
+    there already (Django's bulk_create cannot return the id of an insert that may be skipped)."""
+    entry = model(idempotency_key=key, **defaults)
+    fields = [field for field in model._meta.concrete_fields if not field.primary_key]
+    values = [field.get_db_prep_save(field.pre_save(entry, add=True), connection) for field in fields]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {model._meta.db_table} ({', '.join(field.column for field in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            values,
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    entry.pk = row[0]
+    entry._state.adding, entry._state.db = False, connection.alias
     return entry
 
 
 def _look_up(service: str, entries, key: str):
     """A read of the service's record under this key: it may fail transiently, changes nothing."""
     _enter(service, key)
-    return run_autonomously(lambda: entries.filter(idempotency_key=key).first())
+    return run_committed(lambda: entries.filter(idempotency_key=key).first())
 
 
 # --- The payment gateway ----------------------------------------------------------
@@ -226,10 +246,10 @@ def void_parcel(key: str) -> str:
     """Void the parcel booked under this key; voiding it again is a no-op. Raises NotFound
     when nothing was booked under the key."""
     current = _enter("carrier", key)
-    parcel = run_autonomously(lambda: CarrierParcel.objects.filter(idempotency_key=key).first())
+    parcel = run_committed(lambda: CarrierParcel.objects.filter(idempotency_key=key).first())
     if parcel is None:
         raise NotFound(f"the carrier has no parcel booked under {key}")
-    run_autonomously(_mark_voided, parcel.pk)
+    run_committed(_mark_voided, parcel.pk)
     _leave("carrier", key, frozenset(), current)
     return parcel.reference
 
