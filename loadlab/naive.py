@@ -1,8 +1,8 @@
 """The prototype that breaks in production: the order workflow as a plain chain of Celery tasks.
 
-reserve -> charge (and confirm) -> ship -> notify, each passing the order along in the message. No task rows,
-no claims, no state machine, no ledger idempotency: a fresh key on every call, so a redelivered
-message charges twice. It writes the same effects (stock, gateway, carrier, provider) through
+reserve -> charge (and confirm) -> ship -> notify, each passing the order along in the message.
+No task rows, no claims, no state machine, no ledger idempotency: a fresh key on every call, so
+a redelivered message charges twice. It writes the same effects (stock, gateway, carrier, provider) through
 the same simulated outside world, so `manage.py bench` measures only what the system adds.
 Its worker loads this module with `celery worker -I loadlab.naive`.
 """
