@@ -24,6 +24,7 @@ class KernelSettings:
     idle_in_transaction_seconds: int  # 0: the database ends no idle transaction
     claim_batch: int  # tasks one claim takes when a worker drains
     drain_seconds: float  # how long one wake-up drains before handing over
+    eager_follow_ups: int  # new tasks one completion keeps for its own process (0: none)
     wakeup_ttl_seconds: int  # a waiting wake-up's mark lasts this long (a lost message's mark expires)
 
 
@@ -44,5 +45,6 @@ def kernel_settings() -> KernelSettings:
         idle_in_transaction_seconds=settings.DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
         claim_batch=settings.AGENT_TASK_CLAIM_BATCH,
         drain_seconds=settings.AGENT_TASK_DRAIN_SECONDS,
+        eager_follow_ups=settings.AGENT_TASK_EAGER_FOLLOW_UPS,
         wakeup_ttl_seconds=settings.AGENT_TASK_WAKEUP_TTL_SECONDS,
     )

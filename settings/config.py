@@ -180,6 +180,11 @@ WORKER_GONE_AFTER_SECONDS = envint("WORKER_GONE_AFTER_SECONDS", 60, minimum=1)
 # them, for at most this long, then hands over (orchestration.work.runner.drain).
 AGENT_TASK_CLAIM_BATCH = envint("AGENT_TASK_CLAIM_BATCH", 8, minimum=1)
 AGENT_TASK_DRAIN_SECONDS = envfloat("AGENT_TASK_DRAIN_SECONDS", 10.0, minimum=0.1)
+# Of the tasks one completion creates, a draining process keeps up to this many of the agents
+# it serves and runs them next, unannounced (eager follow-ups); 0 announces every task.
+# Keeping them all beat keeping one (and announcing the rest to idle processes): a wake-up
+# costs more than the parallelism it buys (BENCHMARKS.md, "Eager follow-ups").
+AGENT_TASK_EAGER_FOLLOW_UPS = envint("AGENT_TASK_EAGER_FOLLOW_UPS", 8, minimum=0)
 # While a wake-up waits in a queue, new work sends none; the mark that says so expires after
 # this long, in case its message was lost (the re-publish sweep also finds such work).
 AGENT_TASK_WAKEUP_TTL_SECONDS = envint("AGENT_TASK_WAKEUP_TTL_SECONDS", 30, minimum=1)

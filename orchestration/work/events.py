@@ -134,7 +134,7 @@ def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None =
                 %(tk5)s::smallint[], %(tk6)s::int[], %(tk7)s::timestamptz[], %(tk8)s::text[], %(tk9)s::text[],
                 %(tk10)s::text[], %(tk11)s::bigint[], %(tk12)s::timestamptz[])
                 AS x(a, o, et, p, v, pr, ma, ex, k, wf, co, par, at)
-            RETURNING id, agent
+            RETURNING id, agent, priority
         ),
         il AS (
             INSERT INTO {TASKS} (id, agent, operation, event_type, payload, payload_version, result, idempotency_key,

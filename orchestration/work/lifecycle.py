@@ -274,7 +274,7 @@ class Completion:
     """What a completion wrote that its caller acts on after the commit."""
 
     woken: list[str]  # agents with new tasks that need a wake-up
-    kept: list[tuple[int, str]]  # (id, agent) of new tasks the caller means to claim itself
+    kept: list[tuple[int, str]]  # (id, agent) of the new tasks the caller means to claim itself
 
 
 def complete(
@@ -287,14 +287,15 @@ def complete(
     outbox: Outbox | None = None,
     inlined: dict | None = None,
     keep: Collection[str] = (),
+    keep_at_most: int = 1,
     now: datetime | None = None,
 ) -> Completion | None:
     """Mark the task succeeded, close its span, add its cost to the workflow's budget and
     write what it emitted (events, subscribers' tasks, inline steps), in the caller's
     transaction and in one statement. Returns the agents that got new tasks (to wake after
-    the commit) and the new tasks of the agents in ``keep`` (the caller claims and runs them
-    itself, so they wake nobody), or None when fenced out: then nothing was written, and the
-    caller rolls back."""
+    the commit) and, kept apart, up to ``keep_at_most`` new tasks of the agents in ``keep``
+    (the caller claims and runs them itself, so they wake nobody; the highest priority, then
+    the first), or None when fenced out: then nothing was written, and the caller rolls back."""
     now = now or timezone.now()
     outbox = outbox or Outbox()
     ctes, params = outbox_statement(outbox, inlined=inlined)
@@ -306,6 +307,7 @@ def complete(
         "cost": Decimal(str(cost)),
         "workflow": workflow_id,
         "keep": list(keep),
+        "keep_at_most": keep_at_most,
         "now": now,
     }
     sql = f"""
@@ -324,9 +326,13 @@ def complete(
             WHERE workflow_id = %(workflow)s AND (%(cost)s > 0 OR %(inline_steps)s > 0) AND EXISTS (SELECT FROM done)
         ),
         {ctes},
-        kept AS (SELECT id, agent FROM tk WHERE agent = ANY(%(keep)s::text[]))
-        SELECT EXISTS (SELECT FROM done), array(SELECT agent FROM woken WHERE NOT agent = ANY(%(keep)s::text[])),
-            array(SELECT id FROM kept ORDER BY id), array(SELECT agent FROM kept ORDER BY id)
+        kept AS (
+            SELECT id, agent FROM tk WHERE agent = ANY(%(keep)s::text[])
+            ORDER BY priority DESC, id LIMIT %(keep_at_most)s
+        )
+        SELECT EXISTS (SELECT FROM done),
+            array(SELECT DISTINCT agent FROM tk WHERE id NOT IN (SELECT id FROM kept)),
+            array(SELECT id FROM kept), array(SELECT agent FROM kept)
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -108,14 +108,18 @@ def drain(queue: str, *, worker: str | None = None, seconds: float | None = None
 def run_batch(claims: list[lifecycle.Claim], agents: list[str], *, worker: str, queue: str, until: float) -> int:
     """Run claimed tasks one after the other; returns how many ran.
 
-    Eager follow-ups: the tasks a completion creates for agents this process serves are not
-    announced to the broker; the process claims them as soon as the completion commits and
-    runs them next, so a workflow's steps follow each other without a message, a wake-up or
-    a wait in the queue (Temporal calls this eager activity execution). They are claimed like
-    any other task (fence, lease, attempt, budget step), and a worker that dies before claiming
-    them leaves them pending for the re-publish sweep. Once the drain is out of time, new tasks
-    are announced as usual. A follow-up runs before the rest of its batch, whose claims keep
-    their leases meanwhile."""
+    Eager follow-ups: the tasks a completion creates for agents this process serves (up to
+    AGENT_TASK_EAGER_FOLLOW_UPS, 0 for none) are not announced to the broker; the process
+    claims them as soon as the completion commits and runs them next, so a workflow's steps
+    follow each other without a message, a wake-up or a wait in the queue (Temporal calls
+    this eager activity execution). Any others are announced as usual. Keeping them all runs
+    them one after the other where idle processes might have run them side by side, and it
+    measured faster all the same: a wake-up costs more than that parallelism buys. A kept task is
+    claimed like any other (fence, lease, attempt, budget step); a worker that dies before
+    claiming it leaves it pending for the re-publish sweep. Once the drain is out of time,
+    nothing is kept. A follow-up runs before the rest of its batch, whose claims keep their
+    leases meanwhile."""
+    config = kernel_settings()
     ran = 0
     queued = deque(claims)
     with WaitingClaims(claims) as waiting:
@@ -124,8 +128,8 @@ def run_batch(claims: list[lifecycle.Claim], agents: list[str], *, worker: str, 
             waiting.starting(claim)
             keep_claim_fresh(claim)
             kept: list[tuple[int, str]] = []
-            eager = agents if time.monotonic() < until else []
-            run_claimed(claim, worker=worker, queue=queue, keep=eager, kept=kept)
+            eager = agents if config.eager_follow_ups and time.monotonic() < until else []
+            run_claimed(claim, worker=worker, queue=queue, keep=eager, keep_at_most=config.eager_follow_ups, kept=kept)
             ran += 1
             if kept:
                 follow_ups = claim_follow_ups(kept, worker=worker, queue=queue)
@@ -135,8 +139,8 @@ def run_batch(claims: list[lifecycle.Claim], agents: list[str], *, worker: str, 
 
 
 def claim_follow_ups(kept: list[tuple[int, str]], *, worker: str, queue: str) -> list[lifecycle.Claim]:
-    """Claim the follow-ups a completion kept for this process; if the database will not
-    have it, announce them after all, so they wait for nobody's sweep."""
+    """Claim the follow-up a completion kept for this process; if the database will not have
+    it, announce it after all, so it waits for nobody's sweep."""
     try:
         return lifecycle.claim_these([task_id for task_id, _agent in kept], worker=worker, queue=queue)
     except Exception:
@@ -169,11 +173,12 @@ def run_claimed(
     worker: str,
     queue: str = "",
     keep: Collection[str] = (),
+    keep_at_most: int = 1,
     kept: list[tuple[int, str]] | None = None,
 ) -> RunOutcome:
-    """Run a task we hold: its guards, its outside call, its handler and completion. The new
-    tasks of the agents in ``keep`` wake nobody: once committed they are added to ``kept``
-    (id, agent), for the caller to claim and run (run_batch)."""
+    """Run a task we hold: its guards, its outside call, its handler and completion. Up to
+    ``keep_at_most`` new tasks of the agents in ``keep`` wake nobody: once committed they are
+    added to ``kept`` (id, agent), for the caller to claim and run (run_batch)."""
     claimed = claim.task
     claimed_at = time.monotonic()
     bind_log_context(
@@ -217,6 +222,7 @@ def run_claimed(
                 outbox=context.outbox,
                 inlined=inlined,
                 keep=keep,
+                keep_at_most=keep_at_most,
             )
             if completion is None:
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")

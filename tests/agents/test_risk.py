@@ -95,7 +95,8 @@ def test_a_model_approves_rejects_or_asks_an_operator_who_decides_in_time_or_not
     assert path(forgotten)[-2:] == [OrderState.AWAITING_REVIEW, OrderState.CANCELLED]
     assert forgotten.reason == "review deadline passed: nobody decided within 8 s"
     # The release follows the cancel in its own step; it must be a release, not the hold's expiry.
-    wait_until(lambda: Reservation.objects.get(order=forgotten).status != ReservationStatus.ACTIVE, what="the hold ended")
+    hold = Reservation.objects.filter(order=forgotten)
+    wait_until(lambda: hold.get().status != ReservationStatus.ACTIVE, what="the hold ended")
     assert Reservation.objects.get(order=forgotten).status == ReservationStatus.RELEASED  # not EXPIRED
     assert not GatewayEntry.objects.filter(order_ref=str(forgotten.pk)).exists()
     wait_until(lambda: Product.objects.get(sku="TV").reserved == 0, what="every hold given back")
