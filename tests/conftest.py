@@ -7,7 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from orchestration.testing.fleet import BeatProcess, WorkerProcess
+from orchestration.testing.fleet import BeatProcess, WorkerProcess, stop_together
 from tests.support import child_environment
 
 
@@ -40,8 +40,7 @@ def start_worker(transactional_db, redis_client, tmp_path):
         return worker
 
     yield start
-    for worker in started:
-        worker.stop(timeout=10)
+    stop_together(started, timeout=10)
 
 
 @pytest.fixture
@@ -57,8 +56,7 @@ def start_beat(transactional_db, tmp_path):
         return beat
 
     yield start
-    for beat in started:
-        beat.stop(timeout=10)
+    stop_together(started, timeout=10)
 
 
 def pytest_report_header(config) -> str:

@@ -99,11 +99,16 @@ def test_a_load_placed_before_the_workers_start_has_every_order_in_flight_and_fi
 
 
 def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(redis_client):
-    out = run("bench", orders=10, fill=5000, samples=20)
+    out = run("bench", orders=10, paced_orders=6, fill=5000, samples=20)
 
     assert re.search(r"^  system +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
     assert re.search(r"^  naive chain +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
     assert re.search(r"ratio +system / naive = \d+\.\d\d", out)
+    # Where the CPU went, per order, from the kernel's accounting of the fleet and the servers.
+    for name in ("system", "naive chain"):
+        cpu = re.search(rf"^  {name} +workers +([\d.]+), postgres +([\d.]+), redis +([\d.]+)", out, re.MULTILINE)
+        assert cpu and float(cpu[1]) > 0 and float(cpu[2]) > 0, out
+    assert re.search(r"^paced at half the burst's rate .*, 6 orders", out, re.MULTILINE)
     assert re.search(r"^  before .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)
     assert re.search(r"^  full .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)
     # The naive chain's effects and the filler rows are gone: later checks are not about the benchmark.

@@ -138,12 +138,12 @@ def test_the_semaphore_never_admits_more_than_its_limit_even_when_holders_are_ki
 
 def test_a_rate_limit_holds_across_processes(start_worker, start_beat):
     env = guard_env(rates={"widget": [4, 1]})
-    for _ in range(3):
+    for _ in range(2):
         start_worker(["agent.widgeteer"], concurrency=2, env=env)
     start_worker(["orchestration"], name="maintenance", env=env)
     start_beat()
 
-    ids = widget_tasks(24)
+    ids = widget_tasks(16)
     wait_until(lambda: all_succeeded(ids), timeout=90, what="every rate-limited call")
 
     starts = sorted(float(entry.split()[2]) for entry in redis_client().lrange("widget:log", 0, -1) if "start" in entry)
