@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-import openai
 from django.conf import settings
-from openai.types.chat import ChatCompletionMessageParam
-from openai.types.shared_params import ResponseFormatJSONObject
 
 from agents.outside import model_server
 from orchestration.limits.breakers import CircuitBreaker
+
+if TYPE_CHECKING:  # the SDK is imported on the first ask: about 30 MB a process that never asks
+    import openai
+    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.shared_params import ResponseFormatJSONObject
 
 MILLION = Decimal(1_000_000)
 MONEY_PLACES = Decimal("0.000001")  # what a usage record keeps
@@ -48,6 +50,8 @@ _clients: dict[tuple[int, str], openai.OpenAI] = {}
 
 def client() -> openai.OpenAI:
     """One client per process and endpoint (its connection pool does not survive a fork)."""
+    import openai
+
     url = settings.MODEL_BASE_URL or model_server.base_url()
     key = (os.getpid(), url)
     if key not in _clients:
@@ -62,6 +66,8 @@ def client() -> openai.OpenAI:
 
 def ask(model: str, messages: list[dict[str, str]], *, key: str) -> Reply:
     """One completion, under an idempotency key; ModelTimedOut or ModelUnavailable when none came."""
+    import openai
+
     try:
         raw = client().chat.completions.with_raw_response.create(
             model=model,
