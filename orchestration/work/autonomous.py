@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from django.db import connection, connections, transaction
 
-from orchestration.work.connections import drop_broken_or_old
+from orchestration.work.connections import drop_broken_or_old, give_back_if_pooled
 
 T = TypeVar("T")
 
@@ -37,10 +37,17 @@ def run_committed(function: Callable[..., T], *args, **kwargs) -> T:
     """Run ``function`` so that what it writes commits on its own: right here when the caller
     has no transaction open (each of its statements then commits as it runs, so it must not
     need two to agree), else as run_autonomously does. Saves a thread hop and a transaction
-    for a caller that is already outside one (an outside call, by design)."""
-    if not connection.in_atomic_block:
+    for a caller that is already outside one (an outside call, by design).
+
+    With a connection pool the thread hands its connection back at once: a thread in an
+    outside call must hold none, or a pool's worth of them waiting on their heartbeats (which
+    need a connection too) would hold every connection and wait for ever."""
+    if connection.in_atomic_block:
+        return run_autonomously(function, *args, **kwargs)
+    try:
         return function(*args, **kwargs)
-    return run_autonomously(function, *args, **kwargs)
+    finally:
+        give_back_if_pooled()
 
 
 def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
