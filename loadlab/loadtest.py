@@ -23,9 +23,6 @@ from orchestration.schedules import all_periodic_jobs, install_periodic_jobs
 from orchestration.testing.fleet import BeatProcess, Fleet, WorkerProcess, database_url
 
 NO_FAILURES = workload.Mix(decline=0, flaky=0, timeout=0, shipfail=0)
-# The connections of a thread-pool worker for slow agents (DATABASE_POOL_SIZE): enough for the
-# threads that are between calls, recording a result, at one time.
-SLOW_WORKER_CONNECTIONS = 20
 
 
 @dataclass(frozen=True)
@@ -48,6 +45,9 @@ class LoadSpec:
     worker_concurrency: int = 2
     slow_pool: str = ""  # "threads": agents that call the outside world run on a thread pool
     slow_concurrency: int = 50
+    # The connections of a thread-pool worker for slow agents (DATABASE_POOL_SIZE): enough for
+    # the threads that are between calls, recording a result, at one time.
+    slow_connections: int = 20
     dependency_slots: int | None = None  # concurrency guard per outside dependency
     lease_seconds: int | None = None
     screen_above: float | None = None  # orders above this total see the risk model (None: the setting's)
@@ -74,8 +74,8 @@ class LoadSpec:
                 raise ValueError(f"{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
         if self.slow_pool not in {"", "threads", "prefork"}:
             raise ValueError(f"slow-pool must be 'threads' or 'prefork', not {self.slow_pool!r}")
-        if self.workers < 1 or self.worker_concurrency < 1 or self.slow_concurrency < 1:
-            raise ValueError("workers, worker-concurrency and slow-concurrency must be at least 1")
+        if min(self.workers, self.worker_concurrency, self.slow_concurrency, self.slow_connections) < 1:
+            raise ValueError("workers, worker-concurrency, slow-concurrency and slow-connections must be at least 1")
 
 
 @dataclass
@@ -149,7 +149,7 @@ def slow_worker_environment(spec: LoadSpec) -> dict[str, str]:
     if spec.slow_pool != "threads":
         return {}
     return {
-        "DATABASE_POOL_SIZE": str(min(spec.slow_concurrency, SLOW_WORKER_CONNECTIONS)),
+        "DATABASE_POOL_SIZE": str(min(spec.slow_concurrency, spec.slow_connections)),
         "AGENT_TASK_EAGER_FOLLOW_UPS": "1",
     }
 

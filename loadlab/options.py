@@ -49,6 +49,12 @@ def add_load_arguments(parser, orders: int = 1000) -> None:
         help="run the agents that call the outside world on one worker with this pool",
     )
     parser.add_argument("--slow-concurrency", type=int, default=50, help="pool size of that worker")
+    parser.add_argument(
+        "--slow-connections",
+        type=int,
+        default=20,
+        help="database connections its threads share (DATABASE_POOL_SIZE, at most the pool size)",
+    )
     parser.add_argument("--dependency-slots", type=int, help="concurrent calls allowed per outside dependency")
     parser.add_argument("--lease-seconds", type=int, help="default lease of a claim in the workers")
     parser.add_argument(
@@ -78,6 +84,7 @@ def spec_from(options: dict, **overrides) -> loadtest.LoadSpec:
         worker_concurrency=options["worker_concurrency"],
         slow_pool=options["slow_pool"],
         slow_concurrency=options["slow_concurrency"],
+        slow_connections=options["slow_connections"],
         dependency_slots=options["dependency_slots"],
         lease_seconds=options["lease_seconds"],
         screen_above=options["screen_above"],

@@ -52,8 +52,13 @@ def run_committed(function: Callable[..., T], *args, **kwargs) -> T:
 
 def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
     drop_broken_or_old()
-    with transaction.atomic():
-        return function(*args, **kwargs)
+    try:
+        with transaction.atomic():
+            return function(*args, **kwargs)
+    finally:
+        # A helper thread that kept a pooled connection between jobs would keep it for ever:
+        # with a pool no bigger than the helpers, no other thread would ever get one.
+        give_back_if_pooled()
 
 
 def close_connections() -> None:

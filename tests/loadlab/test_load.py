@@ -98,6 +98,27 @@ def test_a_load_placed_before_the_workers_start_has_every_order_in_flight_and_fi
     assert out.count("  ok   ") == 7
 
 
+def test_slow_calls_on_threads_sharing_two_connections_keep_their_leases_and_finish(redis_client):
+    # Eight threads, two connections, calls that outlast a heartbeat: a thread in a call must
+    # hold no connection, or the threads' heartbeats (which need one) wait for each other.
+    out = run(
+        "loadtest",
+        orders=12,
+        place_first=True,
+        slow_pool="threads",
+        slow_concurrency=8,
+        slow_connections=2,
+        latency_ms=2500,
+        lease_seconds=6,
+        transient_rate=0,
+        timeout=120,
+    )
+
+    assert re.search(r"^orders placed +12 of 12", out, re.MULTILINE)
+    assert re.search(r"reclaims 0 +fenced out 0 +dead tasks 0", out), out
+    assert out.count("  ok   ") == 7
+
+
 def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(redis_client):
     out = run("bench", orders=10, paced_orders=6, fill=5000, samples=20)
 
