@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from psycopg.pq import TransactionStatus
 
 from orchestration.conf import kernel_settings
@@ -27,6 +27,7 @@ from orchestration.errors import LeaseExpired, LeaseLost
 from orchestration.limits.admission import Admission
 from orchestration.work import lifecycle
 from orchestration.work.autonomous import run_autonomously
+from orchestration.work.connections import give_back_if_pooled
 from orchestration.work.deadline import Deadline
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class AttemptLease:
             yield
         finally:
             stop.set()
+            _hold_no_connection_while_a_beat_ends()
             thread.join()
         if lost:
             raise lost[0]
@@ -145,6 +147,7 @@ class WaitingClaims:
     def __exit__(self, *exc_info: object) -> None:
         self.stop.set()
         if self.thread is not None:
+            _hold_no_connection_while_a_beat_ends()
             self.thread.join()
 
     def add(self, claims: list[lifecycle.Claim]) -> None:
@@ -168,3 +171,12 @@ class WaitingClaims:
                     run_autonomously(lifecycle.heartbeat, claim.task.pk, claim.fence, lease_seconds=claim.lease_seconds)
                 except Exception:  # the database is restarting: the next beat may do
                     logger.warning("could not keep the claim of waiting task %s", claim.task.pk, exc_info=True)
+
+
+def _hold_no_connection_while_a_beat_ends() -> None:
+    """A heartbeat in flight needs a connection of its own (run_autonomously). With a pool, a
+    thread that waits for it while holding one could, with enough threads doing the same,
+    hold the whole pool and wait for ever: it hands its connection back first (outside a
+    transaction only; the next query takes one again)."""
+    if not connection.in_atomic_block:
+        give_back_if_pooled()
