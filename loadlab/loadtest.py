@@ -144,12 +144,14 @@ def slow_queues() -> list[str]:
 def slow_worker_environment(spec: LoadSpec) -> dict[str, str]:
     """A thread-pool worker's threads share a small connection pool: a thread waiting on an
     outside call has given its connection back, so connections follow work, not calls in flight.
-    A thread keeps one follow-up, not all: the others' slow calls then wait in other threads at
-    the same time, not one after the other in this one."""
+    A thread claims one task at a time and keeps one follow-up: slow calls then wait in other
+    threads at the same time, not one after the other in this one, and no claim waits behind
+    a call (its lease would need a heartbeat, and 500 threads' worth of those a connection each)."""
     if spec.slow_pool != "threads":
         return {}
     return {
         "DATABASE_POOL_SIZE": str(min(spec.slow_concurrency, spec.slow_connections)),
+        "AGENT_TASK_CLAIM_BATCH": "1",
         "AGENT_TASK_EAGER_FOLLOW_UPS": "1",
     }
 
