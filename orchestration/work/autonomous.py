@@ -39,15 +39,12 @@ def run_committed(function: Callable[..., T], *args, **kwargs) -> T:
     need two to agree), else as run_autonomously does. Saves a thread hop and a transaction
     for a caller that is already outside one (an outside call, by design).
 
-    With a connection pool the thread hands its connection back at once: a thread in an
-    outside call must hold none, or a pool's worth of them waiting on their heartbeats (which
-    need a connection too) would hold every connection and wait for ever."""
-    if connection.in_atomic_block:
+    With a connection pool (a thread-pool worker) it goes to the helper threads all the same:
+    hundreds of threads in outside calls would otherwise queue for the pool's few connections
+    with every result, where the helpers keep theirs."""
+    if connection.in_atomic_block or getattr(connection, "pool", None) is not None:
         return run_autonomously(function, *args, **kwargs)
-    try:
-        return function(*args, **kwargs)
-    finally:
-        give_back_if_pooled()
+    return function(*args, **kwargs)
 
 
 def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
@@ -56,9 +53,11 @@ def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
         with transaction.atomic():
             return function(*args, **kwargs)
     finally:
-        # A helper thread that kept a pooled connection between jobs would keep it for ever:
-        # with a pool no bigger than the helpers, no other thread would ever get one.
-        give_back_if_pooled()
+        # Helper threads keep their connection between jobs (heartbeats never queue for the
+        # pool), unless the pool is so small that they would hold most of it for ever.
+        pool = getattr(connection, "pool", None)
+        if pool is not None and pool.max_size < 2 * THREADS:
+            give_back_if_pooled()
 
 
 def close_connections() -> None:
