@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from prometheus_client.parser import text_string_to_metric_families
 
 from orchestration.testing.fleet import database_url
@@ -68,3 +70,23 @@ def scrape(client, **request) -> dict[tuple[str, tuple], float]:
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def run_in_threads(count: int, target) -> list:
+    """Start ``count`` threads at once (behind a barrier); return their results."""
+    barrier = threading.Barrier(count)
+    results: list = [None] * count
+
+    def body(index: int) -> None:
+        barrier.wait()
+        try:
+            results[index] = target(index)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from django.db import connection, connections, transaction
 
-from orchestration.work.connections import drop_broken_or_old, give_back_if_pooled
+from orchestration.work.connections import drop_broken_or_old, give_back_if_pooled, pool
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def run_committed(function: Callable[..., T], *args, **kwargs) -> T:
     With a connection pool (a thread-pool worker) it goes to the helper threads all the same:
     hundreds of threads in outside calls would otherwise queue for the pool's few connections
     with every result, where the helpers keep theirs."""
-    if connection.in_atomic_block or getattr(connection, "pool", None) is not None:
+    if connection.in_atomic_block or pool() is not None:
         return run_autonomously(function, *args, **kwargs)
     return function(*args, **kwargs)
 
@@ -55,8 +55,8 @@ def _in_transaction(function: Callable[..., T], args, kwargs) -> T:
     finally:
         # Helper threads keep their connection between jobs (heartbeats never queue for the
         # pool), unless the pool is so small that they would hold most of it for ever.
-        pool = getattr(connection, "pool", None)
-        if pool is not None and pool.max_size < 2 * THREADS:
+        shared = pool()
+        if shared is not None and shared.max_size < 2 * THREADS:
             give_back_if_pooled()
 
 

@@ -25,8 +25,13 @@ def drop_broken_or_old() -> None:
         connection.close()
 
 
+def pool():
+    """The connection pool behind this thread's connection (DATABASE_POOL_SIZE), or None."""
+    return getattr(connection, "pool", None)
+
+
 def give_back_if_pooled() -> None:
     """With a pool (DATABASE_POOL_SIZE), hand this thread's connection back once its work is
     done: an idle thread of a thread-pool worker must not sit on one of the few connections."""
-    if getattr(connection, "pool", None) is not None and connection.connection is not None:
+    if pool() is not None and connection.connection is not None:
         connection.close()

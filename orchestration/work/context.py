@@ -22,6 +22,7 @@ from orchestration.errors import OutsideCallInTransaction
 from orchestration.models import AgentTask
 from orchestration.registry import Operation
 from orchestration.work import lifecycle
+from orchestration.work.connections import pool
 from orchestration.work.events import Outbox
 from orchestration.work.leases import AttemptLease
 
@@ -135,7 +136,7 @@ class TaskContext:
                 f"{self.task.agent}.{self.task.operation}: an outside call inside a transaction holds "
                 "its locks while it waits; make it in the operation's `call`"
             )
-        if getattr(connection, "pool", None) is not None:
+        if pool() is not None:
             connection.close()  # back to the pool: the next query takes one again
         with self.keeping_alive():
             yield

@@ -3,39 +3,22 @@ compensations and the chaos runs rely on. Real PostgreSQL, calls from several th
 
 from __future__ import annotations
 
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from agents.outside import world
 from agents.outside.models import CarrierParcel, GatewayEntry
+from tests.support import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def at_once(count: int, call) -> list:
-    barrier = threading.Barrier(count)
-    answers: list = [None] * count
-
-    def body(index: int) -> None:
-        barrier.wait()
-        try:
-            answers[index] = call()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return answers
-
-
 def test_first_calls_with_one_key_at_once_charge_once_and_all_get_that_charge(redis_client):
-    answers = at_once(6, lambda: world.charge("key-1", order_ref="7", amount=Decimal("12.50"), customer="a@x"))
+    answers = run_in_threads(
+        6, lambda _index: world.charge("key-1", order_ref="7", amount=Decimal("12.50"), customer="a@x")
+    )
 
     entry = GatewayEntry.objects.get(idempotency_key="key-1")
     assert set(answers) == {entry.reference}

@@ -17,28 +17,9 @@ from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStat
 from orchestration.work import lifecycle, runner, sweeps
 from orchestration.work.enqueue import enqueue
 from tests.kernelapp.models import Effect
+from tests.support import run_in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_in_threads(count: int, target) -> list:
-    """Start ``count`` threads at once (behind a barrier); return their results."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-
-    def body(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = target(index)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 def test_enqueue_is_idempotent_on_the_key():
