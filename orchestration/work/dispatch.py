@@ -6,6 +6,8 @@ least once, possibly twice, possibly never: a lost one is found again by the re-
 sweep, a duplicate finds nothing to claim. Wake-ups are not multiplied by the work: while
 one is queued for a queue and not yet taken, committing more work sends none (a key in
 Redis says so), so under load Celery carries a few messages per worker, not one per task.
+A drain that runs out of time is the exception: it hands over with a wake-up of its own
+(``force``), so the busy drains are replaced one for one and never fall together.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def wake_on_commit(agents: Iterable[str]) -> None:
 
 def wake_queue(queue: str, *, force: bool = False) -> bool:
     """Send a wake-up to ``queue`` unless one is already waiting there (``force``: send anyway,
-    for the sweep that finds work whose wake-up was lost). True when one was sent."""
+    for a drain handing over and for the sweep that finds work whose wake-up was lost). True
+    when one was sent."""
     if not force:
         try:
             if not redis_client().set(_waiting_key(queue), "1", nx=True, ex=kernel_settings().wakeup_ttl_seconds):

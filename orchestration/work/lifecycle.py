@@ -129,10 +129,14 @@ CLAIM = f"""
 """
 ONE = "t.id = %(id)s"
 MANY = "t.id = ANY(%(ids)s::bigint[])"
-BATCH = f"""t.id IN (
+# ARRAY(...), not IN (...): PostgreSQL may run an IN subquery again for each row the UPDATE
+# looks at, and with SKIP LOCKED each run finds the rows claimed so far no longer ready and
+# locks the next ones, so LIMIT bounds each run, not the claim (a batch of one took every
+# ready task). An ARRAY subquery is an InitPlan, run once.
+BATCH = f"""t.id = ANY(ARRAY(
     SELECT t.id FROM {TABLE} AS t WHERE t.agent = ANY(%(agents)s::text[]) AND {READY}
     ORDER BY t.priority DESC, t.run_after, t.id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
-)"""
+))"""
 
 
 def claim(

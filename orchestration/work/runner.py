@@ -8,8 +8,8 @@ with none open.
 
 A wake-up message makes a worker process drain: it claims the ready tasks of the agents it
 serves, a small batch at a time, and runs them one after the other until none is left or its
-time is up. Under load one message serves many tasks; when a batch comes back full the
-drainer wakes another process to help.
+time is up, then hands over to a wake-up of its own. Under load one message serves many
+tasks; when a batch comes back full the drainer wakes another process to help.
 """
 
 from __future__ import annotations
@@ -101,7 +101,11 @@ def drain(queue: str, *, worker: str | None = None, seconds: float | None = None
         if len(claims) == config.claim_batch:
             dispatch.wake_queue(queue)  # more is waiting: bring an idle process in
         ran += run_batch(claims, agents, worker=worker, queue=queue, until=until)
-    dispatch.wake_queue(queue)  # out of time with work maybe left: hand over to the next wake-up
+    # Out of time with work maybe left: hand over to a wake-up of our own, even while another
+    # waits. Hand-overs deduplicated like commits' wake-ups would let many drains that end
+    # together (a thread pool's, started by one burst) leave one successor between them, and
+    # the busy threads fall toward one per queue; forced, each busy drain is replaced by one.
+    dispatch.wake_queue(queue, force=True)
     return ran
 
 

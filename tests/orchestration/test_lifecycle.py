@@ -58,8 +58,20 @@ def test_concurrent_batch_claimers_split_the_work_without_overlap():
     batches = run_in_threads(4, lambda i: lifecycle.claim_batch(["testkit"], worker=f"w{i}", limit=15))
 
     claimed_ids = [claim.task.pk for batch in batches for claim in batch]
+    assert max(len(batch) for batch in batches) <= 15
     assert len(claimed_ids) == 40
     assert len(set(claimed_ids)) == 40
+
+
+def test_a_batch_claim_takes_no_more_than_its_limit():
+    for i in range(6):
+        enqueue("testkit", "record", {"key": f"l{i}"}, idempotency_key=f"limit-{i}")
+
+    batch = lifecycle.claim_batch(["testkit"], worker="w", limit=1)
+
+    assert len(batch) == 1
+    assert AgentTask.objects.filter(status=TaskStatus.PENDING).count() == 5
+    assert AgentTask.objects.get(status=TaskStatus.CLAIMED).pk == batch[0].task.pk
 
 
 def test_a_worker_whose_lease_was_reclaimed_cannot_complete():
@@ -258,3 +270,23 @@ def test_a_heartbeat_keeps_a_live_lease_but_cannot_revive_one_that_ran_out():
         # Not reclaimed yet, but over: its guard slots may already belong to someone else.
         assert not lifecycle.heartbeat(task.pk, claim.fence, lease_seconds=5)
         assert sweeps.reclaim_expired_leases() == 1
+
+
+def test_each_drain_out_of_time_hands_over_to_a_wake_up_of_its_own(settings, redis_client):
+    # Given three drains (a thread pool's) that claim one task at a time, and six slow tasks
+    settings.AGENT_TASK_CLAIM_BATCH = 1
+    settings.AGENT_TASK_EAGER_FOLLOW_UPS = 0
+    for i in range(6):
+        enqueue("testkit", "record", {"key": f"h{i}", "sleep": 0.3}, idempotency_key=f"hand-over-{i}")
+    redis_client.flushdb()  # forget the wake-ups enqueue sent
+
+    # When they run out of time together, each after one task, with three tasks left
+    ran = run_in_threads(3, lambda _i: runner.drain("agent.testkit", seconds=0.1))
+
+    # Then each left a successor of its own on the queue, beside the one to three wake-ups
+    # sent when their claims came back full (those are deduplicated: while one waits, no
+    # other is sent). Deduplicated hand-overs would leave at most three in all, and three busy
+    # drains would be followed by one.
+    assert ran == [1, 1, 1]
+    assert AgentTask.objects.filter(agent="testkit", status=TaskStatus.PENDING).count() == 3
+    assert 3 + 1 <= redis_client.llen("agent.testkit") <= 3 + 3
