@@ -91,6 +91,7 @@ class LoadResult:
     invariants: list[InvariantResult]
     quiet: bool
     peak_rss: dict[str, int] = field(default_factory=dict)
+    peak_fleet: tuple[int, int] = (0, 0)  # the whole fleet, beat included: (RSS, PSS) bytes
     peak_in_flight: int = 0
     peak_outside_calls: int = 0
     models: measures.ModelFigures = field(default_factory=measures.ModelFigures)
@@ -248,6 +249,7 @@ class Progress:
         self.checked_at = 0.0
         self.peak_in_flight = 0
         self.peak_rss: dict[str, int] = {}
+        self.peak_fleet = (0, 0)  # the whole fleet's (RSS, PSS) bytes when its PSS peaked
         self.lock = threading.Lock()
 
     def refresh(self, force: bool = False) -> int:
@@ -258,6 +260,7 @@ class Progress:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight())
         for name, rss in self.fleet.rss_bytes().items():
             self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
+        self.peak_fleet = max(self.peak_fleet, self.fleet.memory(), key=lambda memory: memory[1])
         self.bar.set_postfix(placed=len(self.order_ids), in_flight=self.in_flight(), refresh=False)
         self.bar.update(self.finished - self.bar.n)
         return self.finished
@@ -355,6 +358,7 @@ def measure(run: str, spec: LoadSpec, order_ids: list[int], seconds: float, quie
         invariants=check_all(),
         quiet=quiet,
         peak_rss=bar.peak_rss,
+        peak_fleet=bar.peak_fleet,
         peak_in_flight=bar.peak_in_flight,
         peak_outside_calls=measures.peak_overlap(correlation_ids, [agent.name for agent in outside_callers()]),
         models=measures.model_usage(order_ids),

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 
 from loadlab.loadtest import LoadResult
 
-MB = 1024 * 1024
+MiB = 1024 * 1024
 
 
 def summary_lines(result: LoadResult) -> list[str]:
@@ -44,7 +44,10 @@ def summary_lines(result: LoadResult) -> list[str]:
         f"attempts {counts.attempts}  retries {counts.retries}  deferrals {counts.deferrals}  "
         f"reclaims {counts.reclaims}  fenced out {counts.fenced_out}  dead tasks {counts.dead_tasks}",
         "peak worker memory (RSS, with pool children): "
-        + ", ".join(f"{name} {rss / MB:.0f} MB" for name, rss in sorted(result.peak_rss.items())),
+        + ", ".join(f"{name} {rss / MiB:.0f} MiB" for name, rss in sorted(result.peak_rss.items())),
+        f"peak fleet memory (every worker with its pool, and beat, at one moment): "
+        f"PSS {result.peak_fleet[1] / MiB:.0f} MiB (pages shared between processes counted once), "
+        f"RSS {result.peak_fleet[0] / MiB:.0f} MiB",
         "",
         "invariants:" + ("" if result.quiet else " (the system did not become quiet within 180 s)"),
     ]

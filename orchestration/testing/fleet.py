@@ -48,6 +48,19 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+def proportional_bytes(pid: int) -> int:
+    """The process's proportional share of memory (PSS): each page shared with other processes
+    (a prefork pool's children share their parent's pages until written) counted once across
+    them, where RSS counts it in each."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def resident_bytes(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -138,9 +151,15 @@ class CeleryProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the process and its pool children, now."""
-        if not self.is_running():
-            return 0
-        return sum(resident_bytes(pid) for pid in [self.pid, *child_pids(self.pid)])
+        return sum(resident_bytes(pid) for pid in self.pids())
+
+    def pss_bytes(self) -> int:
+        """Memory of the process and its pool children, now, pages they share counted once."""
+        return sum(proportional_bytes(pid) for pid in self.pids())
+
+    def pids(self) -> list[int]:
+        """The process and its pool children, while it runs."""
+        return [self.pid, *child_pids(self.pid)] if self.is_running() else []
 
     def kill(self) -> None:
         """SIGKILL the process and everything in its group: a crash, not a shutdown."""
@@ -246,3 +265,9 @@ class Fleet:
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each worker (with its pool), by name."""
         return {worker.name: worker.rss_bytes() for worker in self.workers()}
+
+    def memory(self) -> tuple[int, int]:
+        """The whole fleet's memory now, workers with their pools and beat: (RSS, PSS) bytes."""
+        return sum(process.rss_bytes() for process in self.processes), sum(
+            process.pss_bytes() for process in self.processes
+        )

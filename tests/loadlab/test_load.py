@@ -36,6 +36,10 @@ def test_loadtest_prints_the_figures_and_writes_a_report_with_plots(redis_client
     for agent in ("order", "inventory", "payment", "fulfillment", "notification"):
         assert re.search(rf"^  {agent} +n=\d+ +p50 .* ms +p95 .* ms", out, re.MULTILINE), agent
     assert out.count("  ok   ") == 7
+    # The whole fleet's memory, beat included: the share that is the fleet's own (PSS) is what it
+    # costs the machine; RSS counts the pages a pool's children share with their parent in each.
+    fleet = re.search(r"^peak fleet memory .*: PSS (\d+) MiB .*, RSS (\d+) MiB$", out, re.MULTILINE)
+    assert fleet and 0 < int(fleet[1]) < int(fleet[2]), out
     html = report.read_text()
     for title in ("Throughput over time", "Latency over time", "Latency histogram"):
         assert f'<img alt="{title}" src="data:image/png;base64,' in html
