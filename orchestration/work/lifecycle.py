@@ -439,7 +439,8 @@ def fail(
 
 
 def defer(task_id: int, fence: int, *, run_after: datetime, reason: str, now: datetime | None = None) -> bool:
-    """Put the task off without spending its attempt (a guard said "not now")."""
+    """Put the task off without spending its attempt or its workflow's budget step (a guard
+    said "not now": a breaker open for an hour must not stop the workflows that wait on it)."""
     now = now or timezone.now()
     with transaction.atomic():
         changed = _owned(task_id, fence).update(
@@ -452,7 +453,20 @@ def defer(task_id: int, fence: int, *, run_after: datetime, reason: str, now: da
         )
         if changed == 1:
             _finish_attempt(task_id, fence, AttemptStatus.DEFERRED, reason, now)
+            _uncount_step(task_id)
         return changed == 1
+
+
+def _uncount_step(task_id: int) -> None:
+    """Give back the budget step this task's claim counted (compensations count none)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {BUDGETS} AS b SET steps = greatest(b.steps - 1, 0)
+            FROM {TABLE} AS t
+            WHERE t.id = %(id)s AND b.workflow_id = t.workflow_id
+                AND NOT (t.agent || '.' || t.operation = ANY(%(uncounted)s::text[]))""",
+            {"id": task_id, "uncounted": uncounted_operations()},
+        )
 
 
 def record_fenced_out(task_id: int, fence: int, *, error: str = "", now: datetime | None = None) -> None:

@@ -13,7 +13,8 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from orchestration.errors import IdempotencyConflict
-from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus
+from orchestration.limits import budgets
+from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
 from orchestration.work import lifecycle, runner, sweeps
 from orchestration.work.enqueue import enqueue
 from tests.kernelapp.models import Effect
@@ -72,6 +73,24 @@ def test_a_batch_claim_takes_no_more_than_its_limit():
     assert len(batch) == 1
     assert AgentTask.objects.filter(status=TaskStatus.PENDING).count() == 5
     assert AgentTask.objects.get(status=TaskStatus.CLAIMED).pk == batch[0].task.pk
+
+
+def test_a_task_deferred_more_times_than_its_step_cap_still_runs_and_counts_one_step():
+    # Given a workflow allowed 3 steps and a task a guard keeps putting off (an open breaker)
+    budgets.set_caps("wf-deferred", max_steps=3)
+    task, _ = enqueue("testkit", "record", {"key": "d"}, idempotency_key="deferred", workflow_id="wf-deferred")
+    for _ in range(5):
+        claim = lifecycle.claim(task.pk, worker="w")
+        assert claim is not None and claim.budget.exceeded is None
+        assert lifecycle.defer(task.pk, claim.fence, run_after=timezone.now(), reason="breaker open")
+
+    # When the guard lets it through
+    claim = lifecycle.claim(task.pk, worker="w")
+
+    # Then it runs within its budget: five deferrals spent no step and no attempt
+    assert claim is not None and claim.budget.exceeded is None
+    assert claim.budget.steps == 1 and claim.task.attempts == 1
+    assert WorkflowBudget.objects.get(workflow_id="wf-deferred").steps == 1
 
 
 def test_a_worker_whose_lease_was_reclaimed_cannot_complete():
