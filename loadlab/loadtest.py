@@ -286,6 +286,13 @@ def run_load(
     once the fleet is up and returns how to stop it (told whether the run completed).
     ``fleet`` replaces the one built from the spec (workers on other hosts)."""
     run = run or time.strftime("load%Y%m%d%H%M%S")
+    leftover = workload.unfinished_tasks().count()
+    if leftover:
+        out(
+            f"{run}: {leftover:,} unfinished tasks of earlier runs are in this database; the fleet "
+            "works through them too, and this run's figures include that work (an empty database "
+            "measures this run alone)"
+        )
     install_periodic_jobs(all_periodic_jobs())
     configure_world(spec)
     catalogue = workload.seed_catalogue(run, products=spec.products, scarce=spec.scarce)

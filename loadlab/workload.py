@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connection
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from agents.entrypoints import decide_review, place_order
@@ -172,17 +172,18 @@ def settle_reviews(order_ids: list[int], *, operator: str, reject_every: int = 0
     return approved, rejected
 
 
-def wait_until_quiet(timeout: float, horizon_seconds: float = 600) -> bool:
-    """Nothing claimed and nothing pending that is due within the horizon: tasks deferred by a
-    guard or backing off are still work to wait for, not quiet."""
+def unfinished_tasks(horizon_seconds: float = 600):
+    """Tasks claimed, or pending and due within the horizon: work a fleet will take up (tasks
+    deferred by a guard or backing off are still work, not quiet)."""
+    horizon = timezone.now() + timedelta(seconds=horizon_seconds)
+    return AgentTask.objects.filter(Q(status=TaskStatus.CLAIMED) | Q(status=TaskStatus.PENDING, run_after__lte=horizon))
+
+
+def wait_until_quiet(timeout: float) -> bool:
+    """Wait until no task is unfinished (unfinished_tasks); False if the timeout came first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        horizon = timezone.now() + timedelta(seconds=horizon_seconds)
-        busy = (
-            AgentTask.objects.filter(status=TaskStatus.CLAIMED).exists()
-            or AgentTask.objects.filter(status=TaskStatus.PENDING, run_after__lte=horizon).exists()
-        )
-        if not busy:
+        if not unfinished_tasks().exists():
             return True
         time.sleep(0.5)
     return False

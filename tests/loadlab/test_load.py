@@ -13,7 +13,8 @@ from django.test import override_settings
 from agents.outside.models import CarrierParcel, GatewayEntry
 from devservers.stack import LocalServers
 from loadlab.chaos import restartable
-from orchestration.models import AgentTask
+from orchestration.models import AgentTask, TaskStatus
+from orchestration.work.enqueue import enqueue
 from orders.models import Order, OrderState, Product
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,9 +28,14 @@ def run(command: str, **options) -> str:
 
 def test_loadtest_prints_the_figures_and_writes_a_report_with_plots(redis_client, tmp_path):
     report = tmp_path / "load.html"
+    # Work an interrupted earlier run left behind: the fleet will do it too, and says so first.
+    for i in range(2):
+        enqueue("testkit", "record", {"key": f"left-{i}"}, idempotency_key=f"left-over-{i}")
 
     out = run("loadtest", orders=20, rate=20, ramp_up=1, latency_ms=20, report=report)
 
+    assert re.search(r"^load\d+: 2 unfinished tasks of earlier runs are in this database", out, re.MULTILINE), out
+    assert set(AgentTask.objects.filter(agent="testkit").values_list("status", flat=True)) == {TaskStatus.SUCCEEDED}
     assert "orders placed      20 of 20" in out
     for figure in ("throughput", "success rate", "p50", "p95", "p99", "retries", "reclaims", "peak worker memory"):
         assert figure in out
