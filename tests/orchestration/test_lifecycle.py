@@ -309,3 +309,28 @@ def test_each_drain_out_of_time_hands_over_to_a_wake_up_of_its_own(settings, red
     assert ran == [1, 1, 1]
     assert AgentTask.objects.filter(agent="testkit", status=TaskStatus.PENDING).count() == 3
     assert 3 + 1 <= redis_client.llen("agent.testkit") <= 3 + 3
+
+
+@pytest.mark.parametrize("sweep", ["reclaim", "expire", "republish", "prune"])
+def test_one_run_of_a_sweep_takes_no_more_than_its_batch(sweep):
+    past = timezone.now() - timedelta(days=60)
+    for i in range(12):
+        task, _ = enqueue("testkit", "record", {"key": f"c{i}"}, idempotency_key=f"capped-{i}", ttl_seconds=3600)
+        if sweep == "reclaim":
+            lifecycle.claim(task.pk, worker="gone")
+            AgentTask.objects.filter(pk=task.pk).update(lease_expires_at=past)
+        elif sweep == "expire":
+            AgentTask.objects.filter(pk=task.pk).update(expires_at=past)
+        elif sweep == "republish":
+            AgentTask.objects.filter(pk=task.pk).update(dispatched_at=past)
+        else:
+            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.SUCCEEDED, finished_at=past)
+    run = {
+        "reclaim": sweeps.reclaim_expired_leases,
+        "expire": sweeps.expire_overdue_tasks,
+        "republish": sweeps.republish_lost_messages,
+        "prune": sweeps.prune_finished_tasks,
+    }[sweep]
+
+    # A batch bounds one run's transaction: the next run takes the rest.
+    assert [run(limit=5), run(limit=5), run(limit=5), run(limit=5)] == [5, 5, 2, 0]
