@@ -52,20 +52,19 @@ def proportional_bytes(pid: int) -> int:
     """The process's proportional share of memory (PSS): each page shared with other processes
     (a prefork pool's children share their parent's pages until written) counted once across
     them, where RSS counts it in each."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    return _kilobytes_field(f"/proc/{pid}/smaps_rollup", "Pss:") * 1024
 
 
 def resident_bytes(pid: int) -> int:
+    return _kilobytes_field(f"/proc/{pid}/status", "VmRSS:") * 1024
+
+
+def _kilobytes_field(path: str, name: str) -> int:
+    """A "Name:  123 kB" line of a /proc file; 0 when the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
+                return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return 0

@@ -225,24 +225,7 @@ def test_backoff_grows_exponentially_with_jitter_under_the_cap():
 )
 def test_two_overlapping_runs_of_a_sweep_leave_what_one_run_leaves(sweep, redis_client):
     now = timezone.now()
-    past = now - timedelta(days=60)
-    for i in range(30):
-        task, _ = enqueue("testkit", "record", {"key": f"s{i}"}, idempotency_key=f"sweep-{i}", ttl_seconds=3600)
-        if sweep == "reclaim":
-            lifecycle.claim(task.pk, worker="gone")
-            AgentTask.objects.filter(pk=task.pk).update(lease_expires_at=past)
-        elif sweep == "expire":
-            AgentTask.objects.filter(pk=task.pk).update(expires_at=past)
-        elif sweep == "republish":
-            AgentTask.objects.filter(pk=task.pk).update(dispatched_at=past)
-        else:
-            AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.SUCCEEDED, finished_at=past)
-    run = {
-        "reclaim": sweeps.reclaim_expired_leases,
-        "expire": sweeps.expire_overdue_tasks,
-        "republish": sweeps.republish_lost_messages,
-        "prune": sweeps.prune_finished_tasks,
-    }[sweep]
+    run = tasks_for_a_sweep(sweep, 30)
 
     redis_client.flushdb()  # forget the messages enqueue sent
 
@@ -313,9 +296,18 @@ def test_each_drain_out_of_time_hands_over_to_a_wake_up_of_its_own(settings, red
 
 @pytest.mark.parametrize("sweep", ["reclaim", "expire", "republish", "prune"])
 def test_one_run_of_a_sweep_takes_no_more_than_its_batch(sweep):
+    run = tasks_for_a_sweep(sweep, 12)
+
+    # A batch bounds one run's transaction: the next run takes the rest.
+    assert [run(limit=5), run(limit=5), run(limit=5), run(limit=5)] == [5, 5, 2, 0]
+
+
+def tasks_for_a_sweep(sweep: str, count: int):
+    """``count`` tasks that this sweep finds (leases run out, TTLs passed, wake-ups lost long
+    ago, or finished long ago); returns the sweep."""
     past = timezone.now() - timedelta(days=60)
-    for i in range(12):
-        task, _ = enqueue("testkit", "record", {"key": f"c{i}"}, idempotency_key=f"capped-{i}", ttl_seconds=3600)
+    for i in range(count):
+        task, _ = enqueue("testkit", "record", {"key": f"s{i}"}, idempotency_key=f"sweep-{i}", ttl_seconds=3600)
         if sweep == "reclaim":
             lifecycle.claim(task.pk, worker="gone")
             AgentTask.objects.filter(pk=task.pk).update(lease_expires_at=past)
@@ -325,12 +317,9 @@ def test_one_run_of_a_sweep_takes_no_more_than_its_batch(sweep):
             AgentTask.objects.filter(pk=task.pk).update(dispatched_at=past)
         else:
             AgentTask.objects.filter(pk=task.pk).update(status=TaskStatus.SUCCEEDED, finished_at=past)
-    run = {
+    return {
         "reclaim": sweeps.reclaim_expired_leases,
         "expire": sweeps.expire_overdue_tasks,
         "republish": sweeps.republish_lost_messages,
         "prune": sweeps.prune_finished_tasks,
     }[sweep]
-
-    # A batch bounds one run's transaction: the next run takes the rest.
-    assert [run(limit=5), run(limit=5), run(limit=5), run(limit=5)] == [5, 5, 2, 0]
