@@ -208,7 +208,17 @@ HARNESS_THEN_SLEEP = textwrap.dedent(
     network = Network(prefix="agt", services=(Service("probe", "pb", 99),)).open()
     host = network.add_host("host-1")
     subprocess.Popen(host.command(["sleep", "600"]))
-    while not host.pids():
+
+    def only_the_sleeper():
+        # Until the host's wrapper has run `hostname` (a child of its own) and exec'd into sleep,
+        # the namespace also holds a process that is about to end.
+        pids = host.pids()
+        try:
+            return pids and all(open(f"/proc/{pid}/comm").read().strip() == "sleep" for pid in pids)
+        except FileNotFoundError:
+            return False
+
+    while not only_the_sleeper():
         time.sleep(0.05)
     print("ready", flush=True)
     time.sleep(600)
