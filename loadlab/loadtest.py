@@ -258,9 +258,11 @@ class Progress:
         self.checked_at = time.monotonic()
         self.finished = workload.through_restarts(lambda: workload.terminal_count(self.order_ids))
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight())
-        for name, rss in self.fleet.rss_bytes().items():
-            self.peak_rss[name] = max(self.peak_rss.get(name, 0), rss)
-        self.peak_fleet = max(self.peak_fleet, self.fleet.memory(), key=lambda memory: memory[1])
+        memory = self.fleet.memory()
+        for worker in self.fleet.workers():
+            self.peak_rss[worker.name] = max(self.peak_rss.get(worker.name, 0), memory[worker][0])
+        fleet = (sum(rss for rss, _pss in memory.values()), sum(pss for _rss, pss in memory.values()))
+        self.peak_fleet = max(self.peak_fleet, fleet, key=lambda both: both[1])
         self.bar.set_postfix(placed=len(self.order_ids), in_flight=self.in_flight(), refresh=False)
         self.bar.update(self.finished - self.bar.n)
         return self.finished

@@ -34,7 +34,13 @@ class ProcessFailed(RuntimeError):
 
 
 def child_pids(pid: int) -> list[int]:
-    children = []
+    return children_by_parent().get(pid, [])
+
+
+def children_by_parent() -> dict[int, list[int]]:
+    """Every live process's children, from one pass over /proc (each pass reads a file per
+    process on the machine: ask once, then look up many)."""
+    children: dict[int, list[int]] = {}
     # Not Path.glob: it stats each entry and raises when a process exits meanwhile.
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -43,8 +49,8 @@ def child_pids(pid: int) -> list[int]:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            children.append(int(entry))
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry))
     return children
 
 
@@ -148,17 +154,13 @@ class CeleryProcess:
             self.process.wait(max(timeout, 0))
         self.kill()
 
-    def rss_bytes(self) -> int:
-        """Resident memory of the process and its pool children, now."""
-        return sum(resident_bytes(pid) for pid in self.pids())
-
-    def pss_bytes(self) -> int:
-        """Memory of the process and its pool children, now, pages they share counted once."""
-        return sum(proportional_bytes(pid) for pid in self.pids())
-
-    def pids(self) -> list[int]:
-        """The process and its pool children, while it runs."""
-        return [self.pid, *child_pids(self.pid)] if self.is_running() else []
+    def memory(self, children: dict[int, list[int]]) -> tuple[int, int]:
+        """(RSS, PSS) bytes of the process and its pool children (``children_by_parent()``),
+        now; PSS counts the pages they share once."""
+        if not self.is_running():
+            return 0, 0
+        pids = [self.pid, *children.get(self.pid, [])]
+        return sum(resident_bytes(pid) for pid in pids), sum(proportional_bytes(pid) for pid in pids)
 
     def kill(self) -> None:
         """SIGKILL the process and everything in its group: a crash, not a shutdown."""
@@ -261,12 +263,7 @@ class Fleet:
             process.wait_ready(timeout)
         return dead
 
-    def rss_bytes(self) -> dict[str, int]:
-        """Resident memory of each worker (with its pool), by name."""
-        return {worker.name: worker.rss_bytes() for worker in self.workers()}
-
-    def memory(self) -> tuple[int, int]:
-        """The whole fleet's memory now, workers with their pools and beat: (RSS, PSS) bytes."""
-        return sum(process.rss_bytes() for process in self.processes), sum(
-            process.pss_bytes() for process in self.processes
-        )
+    def memory(self) -> dict[CeleryProcess, tuple[int, int]]:
+        """Each process's (RSS, PSS) bytes now, workers with their pools and beat."""
+        children = children_by_parent()
+        return {process: process.memory(children) for process in self.processes}
