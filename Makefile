@@ -38,15 +38,18 @@ demo: venv
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py demo $(DEMO_ARGS)'
 
 # Load, chaos and benchmark runs against the .run/dev servers, like the demo (BENCHMARKS.md).
+# DEBUG off, as the workers and a production API run: with it on, Django formats and keeps
+# every statement the load generator sends (a fifth of an order's placement), on the cores
+# being measured.
 loadtest chaos bench: venv
-	LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
+	DEBUG=false LOCAL_SERVERS_DIR=$(CURDIR)/.run/dev $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py $@ $(ARGS)'
 
 # Worker hosts as network namespaces of this machine (needs root), on servers of their own that
 # listen on the hosts' links for the run (BENCHMARKS.md, docs/scale-out.md).
 cluster: venv
 	@$(PY) -m orchestration.testing.netns check
-	LOCAL_SERVERS_DIR=$(CURDIR)/.run/cluster $(SERVERS) run -- \
+	DEBUG=false LOCAL_SERVERS_DIR=$(CURDIR)/.run/cluster $(SERVERS) run -- \
 		sh -c '$(PY) manage.py migrate --noinput -v 0 && $(PY) manage.py cluster $(ARGS)'
 
 # Flower is never open: without FLOWER_BASIC_AUTH (user:password) this run gets a fresh password.

@@ -241,10 +241,13 @@ class Pacer:
 class Progress:
     """The live bar: orders finished out of those to place, with placed and in flight."""
 
-    def __init__(self, total: int, order_ids: list[int], fleet: Fleet, enabled: bool = True):
+    def __init__(
+        self, total: int, order_ids: list[int], fleet: Fleet, enabled: bool = True, watch_memory: bool = True
+    ):
         self.bar = tqdm(total=total, desc="finished", unit="order", disable=not enabled, dynamic_ncols=True)
         self.order_ids = order_ids
         self.fleet = fleet
+        self.watch_memory = watch_memory
         self.finished = 0
         self.checked_at = 0.0
         self.peak_in_flight = 0
@@ -258,14 +261,20 @@ class Progress:
         self.checked_at = time.monotonic()
         self.finished = workload.through_restarts(lambda: workload.terminal_count(self.order_ids))
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight())
+        if self.watch_memory:
+            self.look_at_memory()
+        self.bar.set_postfix(placed=len(self.order_ids), in_flight=self.in_flight(), refresh=False)
+        self.bar.update(self.finished - self.bar.n)
+        return self.finished
+
+    def look_at_memory(self) -> None:
+        # PSS walks every process's page tables (smaps_rollup): in the kernel, but on this
+        # process's clock, and on the cores the fleet is measured on.
         memory = self.fleet.memory()
         for worker in self.fleet.workers():
             self.peak_rss[worker.name] = max(self.peak_rss.get(worker.name, 0), memory[worker][0])
         fleet = (sum(rss for rss, _pss in memory.values()), sum(pss for _rss, pss in memory.values()))
         self.peak_fleet = max(self.peak_fleet, fleet, key=lambda both: both[1])
-        self.bar.set_postfix(placed=len(self.order_ids), in_flight=self.in_flight(), refresh=False)
-        self.bar.update(self.finished - self.bar.n)
-        return self.finished
 
     def in_flight(self) -> int:
         return len(self.order_ids) - self.finished
@@ -283,10 +292,12 @@ def run_load(
     during: Callable[[Fleet, Progress], Callable[[bool], None]] | None = None,
     out: Callable[[str], None] = print,
     fleet: Fleet | None = None,
+    watch_memory: bool = True,
 ) -> LoadResult:
     """Run the load test end to end and measure it; ``during`` starts extra trouble (chaos)
     once the fleet is up and returns how to stop it (told whether the run completed).
-    ``fleet`` replaces the one built from the spec (workers on other hosts)."""
+    ``fleet`` replaces the one built from the spec (workers on other hosts); without
+    ``watch_memory`` the fleet's peak memory is not sampled (and reported as 0)."""
     run = run or time.strftime("load%Y%m%d%H%M%S")
     leftover = workload.unfinished_tasks().count()
     if leftover:
@@ -312,7 +323,7 @@ def run_load(
         f"{len(fleet.workers()) - 1} agent workers and 1 maintenance worker, 1 beat; "
         f"outside latency {spec.latency_ms:g} ms"
     )
-    bar = Progress(spec.orders, order_ids, fleet, enabled=progress)
+    bar = Progress(spec.orders, order_ids, fleet, enabled=progress, watch_memory=watch_memory)
     if spec.place_first:
         # Placed before any worker ran, none could end: all were in flight at once, whatever
         # finished before the first look at the progress.
