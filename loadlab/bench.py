@@ -104,9 +104,7 @@ def through_the_system(spec: LoadSpec, run: str, out: Callable[[str], None], nam
     placed: list[int] = []
     meter = CpuMeter()
     with traffic_of(lambda: len(placed)) as traffic:
-        result = run_load(
-            spec, run=f"{run}-{name}", progress=False, out=out, during=meter.during, watch_memory=False
-        )
+        result = run_load(spec, run=f"{run}-{name}", progress=False, out=out, during=meter.during, watch_memory=False)
         placed = result.order_ids
     cpu = meter.used.per_order_ms(result.placed)
     return Throughput(name, result.placed, result.seconds, last_task_latencies(result.order_ids), traffic, cpu)

@@ -241,9 +241,7 @@ class Pacer:
 class Progress:
     """The live bar: orders finished out of those to place, with placed and in flight."""
 
-    def __init__(
-        self, total: int, order_ids: list[int], fleet: Fleet, enabled: bool = True, watch_memory: bool = True
-    ):
+    def __init__(self, total: int, order_ids: list[int], fleet: Fleet, enabled: bool = True, watch_memory: bool = True):
         self.bar = tqdm(total=total, desc="finished", unit="order", disable=not enabled, dynamic_ncols=True)
         self.order_ids = order_ids
         self.fleet = fleet
