@@ -174,11 +174,16 @@ def lock_order(order_id: int, held: dict | None = None) -> Order:
 
 class StateChanges:
     """Moves along the state machine for one locked order, kept in memory and written at
-    once by save(): every audit row in one statement, the order in another."""
+    once by save(): the audit rows and the order in one statement."""
+
+    # The order's columns a transition may change, in the statement's order.
+    CHANGED = ("state", "updated_at", "finished_at", "reason")
+    # An audit row's values, as apply() collects them and save()'s statement takes them.
+    AUDIT_COLUMNS = ("from", "to", "event", "agent", "task", "correlation", "actor", "detail", "at")
 
     def __init__(self, order: Order):
         self.order = order
-        self.rows: list[OrderTransition] = []
+        self.rows: list[tuple] = []  # audit rows, as AUDIT_COLUMNS
         self.fields: set[str] = set()
 
     def apply(
@@ -199,18 +204,7 @@ class StateChanges:
             detail = f"{transition.note}: {detail}" if detail else transition.note
         now = timezone.now()
         self.rows.append(
-            OrderTransition(
-                order=order,
-                from_state=order.state,
-                to_state=transition.target,
-                event=event,
-                agent=agent,
-                task_id=task_id,
-                correlation_id=order.correlation_id,
-                actor=actor,
-                detail=detail[:500],
-                created_at=now,
-            )
+            (order.state, transition.target, event, agent, task_id, order.correlation_id, actor, detail[:500], now)
         )
         order.state = transition.target
         order.updated_at = now
@@ -222,10 +216,28 @@ class StateChanges:
         return order
 
     def save(self) -> Order:
-        if self.rows:
-            OrderTransition.objects.bulk_create(self.rows)
-            self.order.save(update_fields=sorted(self.fields))
-            self.rows, self.fields = [], set()
+        """The audit rows and the order's changed columns, in one statement."""
+        if not self.rows:
+            return self.order
+        changed = [name for name in self.CHANGED if name in self.fields]
+        columns = [list(column) for column in zip(*self.rows, strict=True)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""WITH audited AS (
+                    INSERT INTO {TRANSITIONS} (order_id, from_state, to_state, event, agent, task_id, correlation_id,
+                        actor, detail, created_at)
+                    SELECT %(order)s, x.* FROM unnest(%(from)s::text[], %(to)s::text[], %(event)s::text[],
+                        %(agent)s::text[], %(task)s::bigint[], %(correlation)s::text[], %(actor)s::text[],
+                        %(detail)s::text[], %(at)s::timestamptz[]) AS x
+                )
+                UPDATE {ORDERS} SET {", ".join(f"{name} = %({name})s" for name in changed)} WHERE id = %(order)s""",
+                {
+                    "order": self.order.pk,
+                    **dict(zip(self.AUDIT_COLUMNS, columns, strict=True)),
+                    **{name: getattr(self.order, name) for name in changed},
+                },
+            )
+        self.rows, self.fields = [], set()
         return self.order
 
 

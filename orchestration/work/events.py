@@ -111,12 +111,12 @@ def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None =
     statement may update a row only once."""
     inlined = inlined or {}
     config = kernel_settings()
-    events, tasks, inline, spans = _rows(outbox, inlined, config.default_max_attempts)
+    events, tasks, inline, span_queues = _rows(outbox, inlined, config.default_max_attempts)
     params = {
         **_columns("ev", events, 8),
         **_columns("tk", tasks, 13),
         **_columns("il", inline, 14),
-        **_columns("sp", spans, 10),
+        "sp_queues": span_queues,
     }
     sql = f"""
         ev AS (
@@ -150,10 +150,10 @@ def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None =
         sp AS (
             INSERT INTO {ATTEMPTS} (task_id, number, fence, agent, operation, correlation_id, worker, queue,
                 status, error, started_at, finished_at)
-            SELECT t, n, 1, a, o, co, w, q, s, '', st, fin
-            FROM unnest(%(sp0)s::bigint[], %(sp1)s::int[], %(sp2)s::text[], %(sp3)s::text[], %(sp4)s::text[],
-                %(sp5)s::text[], %(sp6)s::text[], %(sp7)s::text[], %(sp8)s::timestamptz[], %(sp9)s::timestamptz[])
-                AS x(t, n, a, o, co, w, q, s, st, fin)
+            SELECT i, 1, 1, a, o, co, w, q, 'succeeded', '', st, fin
+            FROM unnest(%(il0)s::bigint[], %(il1)s::text[], %(il2)s::text[], %(il9)s::text[], %(il11)s::text[],
+                %(sp_queues)s::text[], %(il12)s::timestamptz[], %(il13)s::timestamptz[])
+                AS x(i, a, o, co, w, q, st, fin)
         ),
         woken AS (SELECT DISTINCT agent FROM tk)
     """
@@ -223,7 +223,7 @@ def emit_dead_event(task: AgentTask) -> int | None:
 
 
 def _rows(outbox: Outbox, inlined: dict[int, list[Route]], default_attempts: int):
-    events, tasks, inline, spans = [], [], [], []
+    events, tasks, inline, span_queues = [], [], [], []
     for event in outbox.events:
         payload = json.dumps(event.payload)
         events.append(
@@ -278,21 +278,8 @@ def _rows(outbox: Outbox, inlined: dict[int, list[Route]], default_attempts: int
                 run.finished_at,
             )
         )
-        spans.append(
-            (
-                run.id,
-                1,
-                run.agent,
-                run.operation.name,
-                run.event.correlation_id,
-                run.worker,
-                run.queue,
-                "succeeded",
-                run.started_at,
-                run.finished_at,
-            )
-        )
-    return events, tasks, inline, spans
+        span_queues.append(run.queue)  # the rest of an inline run's span is in its task's row
+    return events, tasks, inline, span_queues
 
 
 def route_key(event_id: int, route: Route) -> str:

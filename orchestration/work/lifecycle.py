@@ -300,8 +300,43 @@ def complete(
     the commit) and, kept apart, up to ``keep_at_most`` new tasks of the agents in ``keep``
     (the caller claims and runs them itself, so they wake nobody; the highest priority, then
     the first), or None when fenced out: then nothing was written, and the caller rolls back."""
-    now = now or timezone.now()
-    outbox = outbox or Outbox()
+    sql, params = completion_statement(
+        task_id,
+        fence,
+        result=result,
+        cost=cost,
+        workflow_id=workflow_id,
+        outbox=outbox or Outbox(),
+        inlined=inlined,
+        keep=keep,
+        keep_at_most=keep_at_most,
+        now=now or timezone.now(),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        done, woken, kept_ids, kept_agents = cursor.fetchone()
+    if not done:
+        return None
+    return Completion(list(woken), list(zip(kept_ids, kept_agents, strict=True)))
+
+
+def completion_statement(
+    task_id: int,
+    fence: int,
+    *,
+    result: Any,
+    cost: Decimal | float,
+    workflow_id: str,
+    outbox: Outbox,
+    inlined: dict | None,
+    keep: Collection[str],
+    keep_at_most: int,
+    now: datetime,
+) -> tuple[str, dict[str, Any]]:
+    """complete's one statement and its parameters. Its text is the same for every completion
+    and it takes at most 50 parameters in under 4 KiB, so psycopg converts it once per process
+    and caches it (MAX_CACHED_STATEMENT_PARAMS, MAX_CACHED_STATEMENT_LENGTH): past either limit
+    it parsed the whole statement again on every completion (tests/orchestration/test_lifecycle.py)."""
     ctes, params = outbox_statement(outbox, inlined=inlined)
     params |= {
         "inline_steps": outbox.counted_steps,
@@ -338,12 +373,7 @@ def complete(
             array(SELECT DISTINCT agent FROM tk WHERE id NOT IN (SELECT id FROM kept)),
             array(SELECT id FROM kept), array(SELECT agent FROM kept)
     """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        done, woken, kept_ids, kept_agents = cursor.fetchone()
-    if not done:
-        return None
-    return Completion(list(woken), list(zip(kept_ids, kept_agents, strict=True)))
+    return sql, params
 
 
 @dataclass(frozen=True)

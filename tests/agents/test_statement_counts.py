@@ -28,11 +28,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # steps run inline, inside the step whose event they hear, and count there.
 BUDGET = {
     "place_order": 6,
-    "inventory.reserve_stock": 10,
-    "payment.charge": 10,
+    "inventory.reserve_stock": 9,
+    "payment.charge": 9,
     "inventory.commit_stock": 6,
     "notification.notify": 6,
-    "fulfillment.ship": 9,
+    "fulfillment.ship": 8,
 }
 PER_ORDER = 60
 

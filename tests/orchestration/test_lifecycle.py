@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
@@ -17,6 +17,7 @@ from orchestration.limits import budgets
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, WorkflowBudget
 from orchestration.work import lifecycle, runner, sweeps
 from orchestration.work.enqueue import enqueue
+from orchestration.work.events import Outbox
 from tests.kernelapp.models import Effect
 from tests.support import run_in_threads
 
@@ -323,3 +324,38 @@ def tasks_for_a_sweep(sweep: str, count: int):
         "republish": sweeps.republish_lost_messages,
         "prune": sweeps.prune_finished_tasks,
     }[sweep]
+
+
+def test_the_completion_statement_is_converted_once_per_process():
+    """psycopg turns a statement's %(name)s placeholders into PostgreSQL's $n by parsing its
+    text, and caches the result only for statements of at most 50 parameters and 4 KiB;
+    the completion's text is the same for every task, so within those limits it is parsed
+    once per process instead of once per completion (it had 54 parameters)."""
+    from psycopg import _queries  # the limits are psycopg's, not ours
+
+    enqueue("testkit", "record", {"key": "converted"}, idempotency_key="converted")
+    task = AgentTask.objects.get(idempotency_key="converted")
+    claim = lifecycle.claim(task.pk, worker="w1")
+    sql, params = lifecycle.completion_statement(
+        task.pk,
+        claim.fence,
+        result=None,
+        cost=0,
+        workflow_id=task.workflow_id,
+        outbox=Outbox(),
+        inlined=None,
+        keep=(),
+        keep_at_most=1,
+        now=timezone.now(),
+    )
+    assert len(params) <= _queries.MAX_CACHED_STATEMENT_PARAMS, sorted(params)
+    assert len(sql.encode()) <= _queries.MAX_CACHED_STATEMENT_LENGTH
+    with transaction.atomic():
+        lifecycle.complete(task.pk, claim.fence)
+    enqueue("testkit", "record", {"key": "converted-again"}, idempotency_key="converted-again")
+    again = AgentTask.objects.get(idempotency_key="converted-again")
+    claimed_again = lifecycle.claim(again.pk, worker="w1")
+    with transaction.atomic():
+        before = _queries._query2pg.cache_info().hits
+        assert lifecycle.complete(again.pk, claimed_again.fence) is not None
+        assert _queries._query2pg.cache_info().hits == before + 1
