@@ -7,7 +7,6 @@ from agents.outside import world
 from orchestration.registry import AgentDefinition, Operation, register
 from orchestration.work.context import TaskContext
 from orders import actions
-from orders.models import Order
 from orders.transitions import MESSAGE_FOR_EVENT
 
 NAME = "notification"
@@ -15,13 +14,12 @@ NAME = "notification"
 
 def send_message(context: TaskContext) -> str:
     """Send the message this event calls for; returns the provider's reference."""
-    order = Order.objects.only("customer").get(pk=context.payload["order_id"])
+    order_id = context.payload["order_id"]
+    recipient = actions.customer_of(order_id)
     kind = MESSAGE_FOR_EVENT[context.event_type]
     # Keyed by (order, kind), not by task: one message per order and event at the provider.
     with context.outside(), calling_outside():
-        return world.send_message(
-            outside_key(order.pk, kind), order_ref=str(order.pk), kind=kind, recipient=order.customer
-        )
+        return world.send_message(outside_key(order_id, kind), order_ref=str(order_id), kind=kind, recipient=recipient)
 
 
 def notify(context: TaskContext) -> dict:

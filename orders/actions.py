@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Sum
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder, OutOfStock
@@ -159,6 +159,37 @@ def create_order(
     return order, True
 
 
+# --- Reading one order on an agent's path ----------------------------------------------
+# Every step reads its order once or twice. Built by the ORM, such a read cost about half a
+# millisecond of Python (a million of them a day is minutes of CPU, and each sits on the
+# order's path); written once here it costs a fifth of that, and gives the same model.
+
+ORDER_FIELDS = [field.attname for field in Order._meta.concrete_fields]
+
+
+def _read_order(
+    order_id: int, fields: list[str] = ORDER_FIELDS, *, extra: dict[str, str] | None = None, lock: bool = False
+) -> Order:
+    """The order's ``fields`` (the others deferred, as with only()), and each ``extra``
+    expression of the row ``o`` as an attribute. Order.DoesNotExist when there is none."""
+    # Model.from_db takes the values in the model's field order, whatever order ``fields`` has.
+    columns = [name for name in ORDER_FIELDS if name == "id" or name in fields]
+    expressions = list((extra or {}).values())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join([f'o.{name}' for name in columns] + expressions)} FROM {ORDERS} o WHERE o.id = %s"
+            + (" FOR UPDATE" if lock else ""),
+            [order_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Order.DoesNotExist(f"order {order_id} does not exist")
+    order = Order.from_db(connection.alias, columns, row[: len(columns)])
+    for name, value in zip(extra or {}, row[len(columns) :], strict=True):
+        setattr(order, name, value)
+    return order
+
+
 def lock_order(order_id: int, held: dict | None = None) -> Order:
     """Lock the order row for the rest of the transaction (the one place orders are locked).
 
@@ -166,10 +197,15 @@ def lock_order(order_id: int, held: dict | None = None) -> Order:
     with the steps run inline after the handler): an order locked once is not asked for again."""
     if held is not None and ("order", order_id) in held:
         return held[("order", order_id)]
-    order = Order.objects.select_for_update().get(pk=order_id)
+    order = _read_order(order_id, lock=True)
     if held is not None:
         held[("order", order_id)] = order
     return order
+
+
+def customer_of(order_id: int) -> str:
+    """Whom the order's messages go to."""
+    return _read_order(order_id, ["customer"]).customer
 
 
 class StateChanges:
@@ -408,12 +444,12 @@ def orders_with_expired_reservations(limit: int = 500) -> list[int]:
 
 def reservations_expired_at(order_id: int):
     """The earliest expiry of the order's active holds (None when none is active)."""
-    return (
-        Reservation.objects.filter(order_id=order_id, status=ReservationStatus.ACTIVE)
-        .order_by("expires_at")
-        .values_list("expires_at", flat=True)
-        .first()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT min(expires_at) FROM {RESERVATIONS} WHERE order_id = %s AND status = %s",
+            [order_id, ReservationStatus.ACTIVE],
+        )
+        return cursor.fetchone()[0]
 
 
 # --- Payments, shipments, messages ---------------------------------------------------
@@ -470,14 +506,14 @@ def record_refund(order: Order, *, charge_reference: str, refund_reference: str,
 
 def order_to_charge(order_id: int) -> Order:
     """The order as a charge needs it, with ``paid``: whether any payment is recorded yet."""
-    paid = Payment.objects.filter(order_id=OuterRef("pk"))
-    return Order.objects.only("state", "total", "customer").annotate(paid=Exists(paid)).get(pk=order_id)
+    paid = f"EXISTS (SELECT FROM {PAYMENTS} p WHERE p.order_id = o.id)"
+    return _read_order(order_id, ["state", "total", "customer"], extra={"paid": paid})
 
 
 def order_to_ship(order_id: int) -> Order:
     """The order as a shipment needs it, with ``charged``: whether its payment is charged."""
-    charged = Payment.objects.filter(order_id=OuterRef("pk"), status=PaymentStatus.CHARGED)
-    return Order.objects.only("state", "customer").annotate(charged=Exists(charged)).get(pk=order_id)
+    charged = f"EXISTS (SELECT FROM {PAYMENTS} p WHERE p.order_id = o.id AND p.status = '{PaymentStatus.CHARGED}')"
+    return _read_order(order_id, ["state", "customer"], extra={"charged": charged})
 
 
 def charged_payment(order_id: int) -> Payment | None:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.entrypoints import place_order
@@ -19,7 +19,7 @@ from orchestration.models import AgentTask, TaskStatus
 from orders import actions
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder, OutOfStock
 from orders.models import Order, OrderTransition, Product, Reservation, Shipment
-from orders.states import TERMINAL_STATES, OrderState
+from orders.states import TERMINAL_STATES, OrderState, PaymentStatus
 from orders.transitions import BUDGET_STOP
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -255,3 +255,31 @@ def test_invariant_7_catches_a_task_claimed_past_its_lease(pen):
 
     assert f"task {task.pk} (inventory.reserve_stock) is claimed past its lease" in violated(7)
     assert Reservation.objects.count() == 0 and order.pk
+
+
+def test_an_agents_reads_of_an_order_give_the_orders_own_values(pen):
+    """The steps' one-statement reads (lock_order, order_to_charge, order_to_ship, customer_of)
+    return what the ORM would: every field in its place, the flags right, a missing order named."""
+    placed, _ = place_order("ann@example.com", [("PEN", 3)], idempotency_key="read")
+    stored = Order.objects.get(pk=placed.pk)
+
+    with transaction.atomic():
+        locked = actions.lock_order(placed.pk)
+        assert {field: getattr(locked, field) for field in actions.ORDER_FIELDS} == {
+            field: getattr(stored, field) for field in actions.ORDER_FIELDS
+        }
+    to_charge = actions.order_to_charge(placed.pk)
+    assert (to_charge.state, to_charge.total, to_charge.customer, to_charge.paid) == (
+        OrderState.CREATED,
+        Decimal("7.50"),
+        "ann@example.com",
+        False,
+    )
+    assert actions.customer_of(placed.pk) == "ann@example.com"
+    assert actions.order_to_ship(placed.pk).charged is False
+    actions.record_payment(stored, PaymentStatus.CHARGED, charge_reference="ch_1")
+    assert actions.order_to_charge(placed.pk).paid is True
+    assert actions.order_to_ship(placed.pk).charged is True
+
+    with pytest.raises(Order.DoesNotExist, match="order 999999 does not exist"):
+        actions.order_to_ship(999999)
