@@ -13,14 +13,14 @@ NAME = "inventory"
 def reserve_stock(context: TaskContext) -> dict:
     order_id = context.payload["order_id"]
     try:
-        reservations = actions.reserve_stock(order_id, context.held)
+        lines = actions.reserve_stock(order_id, context.held)
     except OutOfStock as shortage:
         context.emit("inventory.out_of_stock", {"order_id": order_id, "reason": str(shortage)})
         return {"reserved": False, "sku": shortage.sku}
-    if not reservations:
+    if not lines:
         return {"reserved": False, "skipped": "the order no longer waits for stock"}
     context.emit("inventory.reserved", {"order_id": order_id})
-    return {"reserved": True, "lines": len(reservations)}
+    return {"reserved": True, "lines": lines}
 
 
 def commit_stock(context: TaskContext) -> dict:

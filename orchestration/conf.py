@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,10 @@ class KernelSettings:
     wakeup_ttl_seconds: int  # a waiting wake-up's mark lasts this long (a lost message's mark expires)
 
 
+@functools.cache
 def kernel_settings() -> KernelSettings:
+    """Read once per process: the runner asks about twenty times per order (settings are
+    fixed once a process has started; a test's override sends setting_changed, below)."""
     return KernelSettings(
         default_lease_seconds=settings.AGENT_TASK_DEFAULT_LEASE_SECONDS,
         max_lease_seconds=settings.AGENT_TASK_MAX_LEASE_SECONDS,
@@ -48,3 +53,10 @@ def kernel_settings() -> KernelSettings:
         eager_follow_ups=settings.AGENT_TASK_EAGER_FOLLOW_UPS,
         wakeup_ttl_seconds=settings.AGENT_TASK_WAKEUP_TTL_SECONDS,
     )
+
+
+def _forget_kernel_settings(**_kwargs) -> None:
+    kernel_settings.cache_clear()
+
+
+setting_changed.connect(_forget_kernel_settings)

@@ -300,21 +300,23 @@ def reservation_ttl() -> timedelta:
     return timedelta(seconds=settings.RESERVATION_TTL_SECONDS)
 
 
-def reserve_stock(order_id: int, held: dict | None = None) -> list[Reservation]:
-    """Hold every line's stock, all or nothing; raises OutOfStock naming the product.
+def reserve_stock(order_id: int, held: dict | None = None) -> int:
+    """Hold every line's stock, all or nothing; returns the lines held (0 when the order no
+    longer waits for stock), or raises OutOfStock naming the product.
 
     The products are locked in primary-key order (so two orders cannot deadlock), checked, and
-    then held in one UPDATE. A shortage is found before anything is held, so it leaves nothing
-    to undo: the caller's transaction goes on (it records the shortage) without a savepoint.
+    then held with the reservations written in one statement. A shortage is found before
+    anything is held, so it leaves nothing to undo: the caller's transaction goes on (it
+    records the shortage) without a savepoint.
     """
     shortage: OutOfStock | None = None
-    reservations: list[Reservation] = []
+    reserved = 0
     with transaction.atomic(savepoint=False):
         # The order lock orders this against a cancel: an order that left CREATED
         # (cancelled while its reservation was on the way) gets no new hold.
         order = lock_order(order_id, held)
         if order.state != OrderState.CREATED:
-            return []
+            return 0
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""SELECT i.product_id, i.quantity, p.sku, p.stocked - p.reserved - p.sold
@@ -327,21 +329,30 @@ def reserve_stock(order_id: int, held: dict | None = None) -> list[Reservation]:
             if short:
                 shortage = OutOfStock(*short[0])
             else:
-                cursor.execute(
-                    f"""UPDATE {PRODUCTS} p SET reserved = p.reserved + w.quantity
-                    FROM unnest(%s::bigint[], %s::int[]) AS w(product_id, quantity) WHERE p.id = w.product_id""",
-                    [[line[0] for line in lines], [line[1] for line in lines]],
-                )
                 now = timezone.now()
-                reservations = Reservation.objects.bulk_create(
-                    Reservation(
-                        order_id=order_id, product_id=product_id, quantity=quantity, expires_at=now + reservation_ttl()
+                cursor.execute(
+                    f"""WITH wanted AS (SELECT * FROM unnest(%(products)s::bigint[], %(quantities)s::int[])
+                        AS w(product_id, quantity)),
+                    held AS (
+                        UPDATE {PRODUCTS} p SET reserved = p.reserved + w.quantity FROM wanted w
+                        WHERE p.id = w.product_id
                     )
-                    for product_id, quantity, _sku, _available in lines
+                    INSERT INTO {RESERVATIONS} (order_id, product_id, quantity, status, expires_at, created_at,
+                        updated_at)
+                    SELECT %(order)s, product_id, quantity, %(active)s, %(expires)s, %(now)s, %(now)s FROM wanted""",
+                    {
+                        "products": [line[0] for line in lines],
+                        "quantities": [line[1] for line in lines],
+                        "order": order_id,
+                        "active": ReservationStatus.ACTIVE,
+                        "expires": now + reservation_ttl(),
+                        "now": now,
+                    },
                 )
+                reserved = len(lines)
     if shortage is not None:
         raise shortage  # raised outside the atomic block, which would otherwise doom the caller's
-    return reservations
+    return reserved
 
 
 # How each move of a reservation changes its product's counters: units held, units sold.

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # steps run inline, inside the step whose event they hear, and count there.
 BUDGET = {
     "place_order": 6,
-    "inventory.reserve_stock": 9,
+    "inventory.reserve_stock": 8,
     "payment.charge": 9,
     "inventory.commit_stock": 6,
     "notification.notify": 6,
