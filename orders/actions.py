@@ -12,6 +12,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Sum
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from orders.errors import IdempotencyKeyReused, IllegalTransition, InvalidOrder, OutOfStock
@@ -197,6 +198,9 @@ def lock_order(order_id: int, held: dict | None = None) -> Order:
     with the steps run inline after the handler): an order locked once is not asked for again."""
     if held is not None and ("order", order_id) in held:
         return held[("order", order_id)]
+    if connection.get_autocommit():
+        # The lock would end with the statement (select_for_update() refused this too).
+        raise TransactionManagementError(f"locking order {order_id} needs a transaction")
     order = _read_order(order_id, lock=True)
     if held is not None:
         held[("order", order_id)] = order

@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from agents.entrypoints import place_order
@@ -283,3 +284,5 @@ def test_an_agents_reads_of_an_order_give_the_orders_own_values(pen):
 
     with pytest.raises(Order.DoesNotExist, match="order 999999 does not exist"):
         actions.order_to_ship(999999)
+    with pytest.raises(TransactionManagementError, match=f"locking order {placed.pk} needs a transaction"):
+        actions.lock_order(placed.pk)  # outside one, the lock would end with its statement
