@@ -116,6 +116,8 @@ def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None =
         **_columns("ev", events, 8),
         **_columns("tk", tasks, 13),
         **_columns("il", inline, 14),
+        # An inline run's span reads its task's columns (il*): no parameters of its own but the
+        # queue, so the completion stays within psycopg's cache (lifecycle.completion_statement).
         "sp_queues": span_queues,
     }
     sql = f"""
