@@ -145,6 +145,12 @@ def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(re
         cpu[name] = {"workers": float(line[1]), "postgres": float(line[2])}
     assert cpu["system"]["workers"] > 0 and cpu["system"]["postgres"] > 0, out
     assert cpu["naive chain"]["workers"] > 0, out
+    totals = [
+        float(total)
+        for total in re.findall(r"^  (?:system|naive chain) +workers .*\(all +([\d.]+)\)", out, re.MULTILINE)
+    ]
+    by_cpu = re.search(r"^  by CPU per order, naive / system = (\d+\.\d\d)$", out, re.MULTILINE)
+    assert by_cpu and abs(float(by_cpu[1]) - totals[1] / totals[0]) < 0.02, out
     assert re.search(r"^paced at half the burst's rate .*, 6 orders", out, re.MULTILINE)
     assert re.search(r"^  before .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)
     assert re.search(r"^  full .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)

@@ -60,6 +60,10 @@ class Command(BaseCommand):
         write("CPU per order, milliseconds (the kernel's accounting of each kind of process):")
         for measured in (system, chain):
             write(f"  {measured.name:<12} {measured.cpu.line()}")
+        # With the cores the limit, orders/s follow CPU per order; this ratio moves less when
+        # the shared machine gets busier between the two phases than the orders/s one does.
+        if system.cpu.total and chain.cpu.total:
+            write(f"  by CPU per order, naive / system = {chain.cpu.total / system.cpu.total:.2f}")
 
         if options["paced_orders"]:
             rate = system.per_second / 2
