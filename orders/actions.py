@@ -335,8 +335,10 @@ def reserve_stock(order_id: int, held: dict | None = None) -> int:
             else:
                 now = timezone.now()
                 cursor.execute(
-                    f"""WITH wanted AS (SELECT * FROM unnest(%(products)s::bigint[], %(quantities)s::int[])
-                        AS w(product_id, quantity)),
+                    # The lines again, from the table: the same rows (an order's lines never
+                    # change), and unlike arrays of them sent along they leave the statement's
+                    # plan the same for every order, so PostgreSQL plans it once per connection.
+                    f"""WITH wanted AS (SELECT product_id, quantity FROM {ITEMS} WHERE order_id = %(order)s),
                     held AS (
                         UPDATE {PRODUCTS} p SET reserved = p.reserved + w.quantity FROM wanted w
                         WHERE p.id = w.product_id
@@ -345,8 +347,6 @@ def reserve_stock(order_id: int, held: dict | None = None) -> int:
                         updated_at)
                     SELECT %(order)s, product_id, quantity, %(active)s, %(expires)s, %(now)s, %(now)s FROM wanted""",
                     {
-                        "products": [line[0] for line in lines],
-                        "quantities": [line[1] for line in lines],
                         "order": order_id,
                         "active": ReservationStatus.ACTIVE,
                         "expires": now + reservation_ttl(),
@@ -369,24 +369,28 @@ COUNTERS = {
 
 
 def _settle(order_id: int, from_statuses: list[str], to_status: str) -> int:
-    """Move this order's reservations between statuses, adjusting the product counters: the
-    rows are locked in product order, then moved and counted in one statement."""
+    """Move this order's reservations between statuses, adjusting the product counters, in one
+    statement: the rows are locked in product order (so two settles of orders sharing products
+    cannot deadlock), then moved and counted.
+
+    The moved rows' quantities and statuses are the locked rows' (``locked``), not a read of the
+    statement's snapshot: a row locked after waiting for another transaction is the version that
+    transaction left. The statuses are written into the SQL (they are this module's constants)
+    so that PostgreSQL plans the prepared statement once per connection; as parameters (an
+    array, or values a partial plan depends on) it would plan it afresh on every run."""
     held_delta = {source: COUNTERS[(source, to_status)][0] for source in from_statuses}
     sold_delta = {source: COUNTERS[(source, to_status)][1] for source in from_statuses}
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT r.id FROM {RESERVATIONS} r JOIN {PRODUCTS} p ON p.id = r.product_id
-            WHERE r.order_id = %s AND r.status = ANY(%s) ORDER BY p.id FOR NO KEY UPDATE OF r, p""",
-            [order_id, from_statuses],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
-        if not ids:
-            return 0
-        cursor.execute(
-            f"""WITH before AS (SELECT id, product_id, quantity, status FROM {RESERVATIONS} WHERE id = ANY(%(ids)s)),
+            f"""WITH locked AS (
+                SELECT r.id, r.product_id, r.quantity, r.status FROM {RESERVATIONS} r
+                JOIN {PRODUCTS} p ON p.id = r.product_id
+                WHERE r.order_id = %(order)s AND r.status IN ({_statuses(from_statuses)})
+                ORDER BY p.id FOR NO KEY UPDATE OF r, p
+            ),
             moved AS (
-                UPDATE {RESERVATIONS} r SET status = %(to)s, updated_at = %(now)s FROM before WHERE r.id = before.id
-                RETURNING before.product_id, before.quantity, before.status AS was
+                UPDATE {RESERVATIONS} r SET status = %(to)s, updated_at = %(now)s FROM locked WHERE r.id = locked.id
+                RETURNING locked.product_id, locked.quantity, locked.status AS was
             ),
             counted AS (
                 UPDATE {PRODUCTS} p SET
@@ -400,9 +404,14 @@ def _settle(order_id: int, from_statuses: list[str], to_status: str) -> int:
                 WHERE p.id = m.product_id
             )
             SELECT count(*) FROM moved""",
-            {"ids": ids, "to": to_status, "now": timezone.now()},
+            {"order": order_id, "to": to_status, "now": timezone.now()},
         )
         return cursor.fetchone()[0]
+
+
+def _statuses(statuses: list[str]) -> str:
+    assert set(statuses) <= set(ReservationStatus.values), statuses  # constants, never input
+    return ", ".join(f"'{status}'" for status in statuses)
 
 
 def _cases(deltas: dict[str, int]) -> str:
@@ -461,8 +470,9 @@ def reservations_expired_at(order_id: int):
     """The earliest expiry of the order's active holds (None when none is active)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT min(expires_at) FROM {RESERVATIONS} WHERE order_id = %s AND status = %s",
-            [order_id, ReservationStatus.ACTIVE],
+            # The status in the SQL, where the planner sees it (see _settle).
+            f"SELECT min(expires_at) FROM {RESERVATIONS} WHERE order_id = %s AND status = '{ReservationStatus.ACTIVE}'",
+            [order_id],
         )
         return cursor.fetchone()[0]
 

@@ -12,14 +12,14 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from agents.entrypoints import place_order
 from orchestration.models import AgentTask, TaskStatus
 from orchestration.work import runner
 from orchestration.work.ids import event_ids, task_ids
-from orders.models import Order, Product
+from orders.models import Order, Product, Reservation
 from orders.states import OrderState
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +30,7 @@ BUDGET = {
     "place_order": 6,
     "inventory.reserve_stock": 8,
     "payment.charge": 9,
-    "inventory.commit_stock": 6,
+    "inventory.commit_stock": 5,
     "notification.notify": 6,
     "fulfillment.ship": 8,
 }
@@ -79,3 +79,67 @@ def test_a_happy_order_stays_within_its_statement_budget(redis_client):
     # No hop of its own for the coordinator: its steps ran inline and were recorded as done.
     advances = AgentTask.objects.filter(workflow_id=order.workflow_id, agent="order")
     assert advances.count() == 3 and set(advances.values_list("status", flat=True)) == {TaskStatus.SUCCEEDED}
+
+
+def test_the_statements_an_order_repeats_are_planned_once_per_connection(redis_client):
+    """PostgreSQL plans a prepared statement afresh on every run when a parameter decides its
+    plan (a status that picks a partial index, an array of ids): planning the stock settlement's
+    statement was more of the database's time than running it. Orders run on one connection
+    here, so each statement they repeat must be planned a few times at most, not once a run."""
+    with connection.cursor() as cursor:
+        try:
+            cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            cursor.execute("SET pg_stat_statements.track_planning = on")
+            cursor.execute("SELECT pg_stat_statements_reset()")
+        except DatabaseError:
+            pytest.skip("pg_stat_statements is not loaded on this server")
+    Product.objects.create(sku="PEN", name="Pen", price=Decimal("2.50"), stocked=1000)
+    # Past psycopg's prepare threshold (5 runs unprepared), PostgreSQL's five trial plans and
+    # its generic plan: 11 plans, whatever the number of runs after them.
+    orders = 24
+    for n in range(orders):
+        order, _ = place_order(f"p{n}@example.com", [("PEN", 1)], idempotency_key=f"planned-{n}")
+        run_to_the_end(order)
+        order.refresh_from_db()
+        assert order.state == OrderState.COMPLETED
+        if n == 0:
+            rows_of_a_busy_system(order)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT calls, plans, query FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND calls >= %s AND query NOT LIKE 'SELECT%%pg_stat_statements%%'
+            AND query NOT LIKE '%%FOR KEY SHARE OF x'""",  # foreign-key checks: PostgreSQL's own
+            [orders],
+        )
+        repeated = cursor.fetchall()
+    assert len(repeated) >= 10, repeated  # the hot path's statements were seen
+    replanned = [(calls, plans, query[:120]) for calls, plans, query in repeated if plans > 11]
+    assert not replanned, replanned
+
+
+def rows_of_a_busy_system(order: Order) -> None:
+    """Finished tasks and settled reservations by the thousand, and fresh statistics: on a handful
+    of rows every plan is a sequential scan, whatever the parameters, and the planner has no
+    reason to plan again."""
+    tasks, reservations, products = AgentTask._meta.db_table, Reservation._meta.db_table, Product._meta.db_table
+    copied = [
+        field.column for field in AgentTask._meta.concrete_fields if field.column not in ("id", "idempotency_key")
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""INSERT INTO {tasks} (id, idempotency_key, {", ".join(copied)})
+            SELECT %s + g, 'filler-' || g, {", ".join(f"t.{column}" for column in copied)}
+            FROM {tasks} t, generate_series(1, 20000) g WHERE t.id = (SELECT min(id) FROM {tasks})""",
+            [10**12],
+        )
+        cursor.execute(
+            f"""INSERT INTO {products} (sku, name, price, stocked, reserved, sold)
+            SELECT 'filler-' || g, 'filler', 1, 1, 0, 1 FROM generate_series(1, 20000) g"""
+        )
+        cursor.execute(
+            f"""INSERT INTO {reservations} (order_id, product_id, quantity, status, expires_at, created_at, updated_at)
+            SELECT %s, id, 1, 'committed', now(), now(), now() FROM {products} WHERE sku LIKE 'filler-%%'""",
+            [order.pk],
+        )
+        cursor.execute(f"ANALYZE {tasks}, {products}, {reservations}")
