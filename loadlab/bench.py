@@ -30,11 +30,13 @@ BENCH_AGENT = "bench"  # no handler: only the kernel's statements are timed
 @dataclass
 class Traffic:
     """What the servers did during a phase, per order: SQL statements (pg_stat_statements, None
-    when the server does not load it), of them those on the simulated services' ledgers, and
-    Redis commands (INFO commandstats: broker, guards and wake-ups alike)."""
+    when the server does not load it), of them those on the simulated services' ledgers, the
+    bytes of write-ahead log PostgreSQL wrote (every row and index entry written, whoever
+    wrote it), and Redis commands (INFO commandstats: broker, guards and wake-ups alike)."""
 
     statements: float | None = None
     outside_statements: float | None = None
+    wal_bytes: float = 0.0
     redis_commands: float = 0.0
 
 
@@ -73,6 +75,13 @@ def statement_counts() -> tuple[int, int] | None:
         return None
 
 
+def wal_position() -> int:
+    """Bytes of write-ahead log written since the server's first (the whole server's)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+        return cursor.fetchone()[0]
+
+
 def redis_commands() -> int:
     return sum(int(stats["calls"]) for stats in redis_client().info("commandstats").values())
 
@@ -81,13 +90,14 @@ def redis_commands() -> int:
 def traffic_of(orders: Callable[[], int]) -> Iterator[Traffic]:
     """Count the servers' work over the block; per order once it ends (``orders`` says how many)."""
     traffic = Traffic()
-    before, redis_before = statement_counts(), redis_commands()
+    before, wal_before, redis_before = statement_counts(), wal_position(), redis_commands()
     yield traffic
-    after, redis_after = statement_counts(), redis_commands()
+    after, wal_after, redis_after = statement_counts(), wal_position(), redis_commands()
     count = max(orders(), 1)
     if before is not None and after is not None:
         traffic.statements = (after[0] - before[0]) / count
         traffic.outside_statements = (after[1] - before[1]) / count
+    traffic.wal_bytes = (wal_after - wal_before) / count
     traffic.redis_commands = (redis_after - redis_before) / count
 
 

@@ -122,7 +122,10 @@ class AttemptStatus(models.TextChoices):
 class TaskAttempt(models.Model):
     """One execution of a task by one worker: a span of the trace."""
 
-    task = models.ForeignKey(AgentTask, on_delete=models.CASCADE, db_constraint=False, related_name="spans")
+    # No index of its own: attempt_task_fence, which starts with the task, serves its lookups.
+    task = models.ForeignKey(
+        AgentTask, on_delete=models.CASCADE, db_constraint=False, db_index=False, related_name="spans"
+    )
     number = models.PositiveIntegerField()
     fence = models.BigIntegerField()
     agent = models.CharField(max_length=64)

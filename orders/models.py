@@ -92,7 +92,8 @@ class OrderItem(models.Model):
 
 
 class Reservation(models.Model):
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="reservations")
+    # No index of its own: one_reservation_per_line, which starts with the order, serves its lookups.
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, db_index=False, related_name="reservations")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="reservations")
     quantity = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=ReservationStatus.choices, default=ReservationStatus.ACTIVE)
@@ -147,7 +148,8 @@ class Shipment(models.Model):
 
 
 class CustomerNotification(models.Model):
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="notifications")
+    # No index of its own: one_message_per_order_event, which starts with the order, serves its lookups.
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, db_index=False, related_name="notifications")
     kind = models.CharField(max_length=16, choices=NotificationKind.choices)
     channel = models.CharField(max_length=32, default="email")
     provider_message_id = models.CharField(max_length=100)
@@ -164,7 +166,8 @@ class CustomerNotification(models.Model):
 class OrderTransition(models.Model):
     """The audit trail: one row per change of an order's state."""
 
-    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="transitions")
+    # No index of its own: transition_order_time, which starts with the order, serves its lookups.
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, db_index=False, related_name="transitions")
     from_state = models.CharField(max_length=32, blank=True)
     to_state = models.CharField(max_length=32)
     event = models.CharField(max_length=100)

@@ -151,6 +151,11 @@ def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(re
     ]
     by_cpu = re.search(r"^  by CPU per order, naive / system = (\d+\.\d\d)$", out, re.MULTILINE)
     assert by_cpu and abs(float(by_cpu[1]) - totals[1] / totals[0]) < 0.02, out
+    # The write-ahead log each phase made, per order: the system's durable rows against the
+    # chain's one payment row and the simulated services' ledgers.
+    wal = dict(re.findall(r"^  (system|naive chain) +.* ([\d.]+) KiB of WAL", out, re.MULTILINE))
+    assert set(wal) == {"system", "naive chain"}, out
+    assert float(wal["system"]) > float(wal["naive chain"]) > 0, out
     assert re.search(r"^paced at half the burst's rate .*, 6 orders", out, re.MULTILINE)
     assert re.search(r"^  before .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)
     assert re.search(r"^  full .* rows +p50 .* ms +p95 .* ms", out, re.MULTILINE)

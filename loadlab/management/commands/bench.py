@@ -108,4 +108,4 @@ def describe_traffic(traffic: bench.Traffic) -> str:
             f"{traffic.statements - traffic.outside_statements:5.1f} SQL statements "
             f"(+{traffic.outside_statements:.1f} by the simulated services)"
         )
-    return f"{sql}, {traffic.redis_commands:5.1f} Redis commands"
+    return f"{sql}, {traffic.wal_bytes / 1024:5.1f} KiB of WAL, {traffic.redis_commands:5.1f} Redis commands"
