@@ -7,7 +7,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 
 from django.db import DatabaseError, connection, transaction
@@ -52,6 +52,29 @@ class Throughput:
     @property
     def per_second(self) -> float:
         return self.orders / self.seconds if self.seconds else 0.0
+
+
+def combined(phases: list[Throughput]) -> Throughput:
+    """Several runs of one kind as one: orders over seconds, every latency, and the per-order
+    figures weighted by each run's orders."""
+    orders = sum(phase.orders for phase in phases)
+
+    def per_order(values: list[float | None]) -> float | None:
+        if any(value is None for value in values):
+            return None
+        return sum(value * phase.orders for value, phase in zip(values, phases, strict=True)) / max(orders, 1)
+
+    def merged(kind: type, part: Callable[[Throughput], object]):
+        return kind(*(per_order([getattr(part(phase), f.name) for phase in phases]) for f in fields(kind)))
+
+    return Throughput(
+        phases[0].name,
+        orders,
+        sum(phase.seconds for phase in phases),
+        Latencies(sorted(sample for phase in phases for sample in phase.latencies.samples)),
+        merged(Traffic, lambda phase: phase.traffic),
+        merged(CpuSeconds, lambda phase: phase.cpu),
+    )
 
 
 # --- What the servers did ----------------------------------------------------------------

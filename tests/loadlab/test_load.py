@@ -134,7 +134,10 @@ def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(re
 
     assert re.search(r"^  system +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
     assert re.search(r"^  naive chain +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
-    assert re.search(r"ratio +system / naive = \d+\.\d\d", out)
+    # Two bursts each, alternated (system, chain, chain, system), their ratios side by side.
+    assert re.search(r"^workflow, 2 bursts of 10 orders each way", out, re.MULTILINE)
+    assert re.search(r"ratio +system / naive = \d+\.\d\d   \(round by round: \d+\.\d\d, \d+\.\d\d\)", out)
+    assert re.search(r"^  system .*\(20 orders in", out, re.MULTILINE)
     # Where the CPU went, per order, from the kernel's accounting of the fleet and the servers.
     # The kernel counts in 10 ms ticks: the naive chain's two statements an order can leave
     # PostgreSQL at 0.0 over ten orders, so only the system's PostgreSQL share must show.

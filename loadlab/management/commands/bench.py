@@ -22,12 +22,35 @@ class Command(BaseCommand):
         parser.add_argument("--fill", type=int, default=1_000_000, help="finished tasks to put in the table")
         parser.add_argument("--samples", type=int, default=300, help="tasks claimed and completed per measure")
         parser.add_argument(
+            "--rounds", type=int, default=2, help="bursts of each kind, alternated (system, chain, chain, system)"
+        )
+        parser.add_argument(
             "--paced-orders", type=int, default=300, help="orders of the paced phase, at half the burst's rate"
         )
 
+    def side_by_side(self, spec, run: str, rounds: int) -> tuple[list, list]:
+        """The system and the chain, ``rounds`` bursts each, in the order system, chain, chain,
+        system, ...: a machine that gets busier or quieter at a steady pace through the run
+        weighs on both alike, where system-then-chain charged all of it to one of them."""
+        systems, chains = [], []
+
+        def system(tag: str) -> None:
+            systems.append(bench.through_the_system(spec, tag, self.stdout.write))
+
+        def chain(tag: str) -> None:
+            try:
+                chains.append(bench.through_the_naive_chain(spec, tag, self.stdout.write))
+            finally:
+                bench.remove_naive_effects(tag)
+
+        for number in range(rounds):
+            for burst in (system, chain) if number % 2 == 0 else (chain, system):
+                burst(f"{run}r{number + 1}")
+        return systems, chains
+
     def handle(self, *args, **options):
-        if options["fill"] < 0 or options["samples"] < 1 or options["paced_orders"] < 0:
-            raise CommandError("fill and paced-orders must be 0 or more, and samples at least 1")
+        if options["fill"] < 0 or options["samples"] < 1 or options["paced_orders"] < 0 or options["rounds"] < 1:
+            raise CommandError("fill and paced-orders must be 0 or more, samples and rounds at least 1")
         base = spec_from(options)
         spec = bench.bench_spec(
             base.orders,
@@ -35,15 +58,12 @@ class Command(BaseCommand):
         )
         run = time.strftime("bench%Y%m%d%H%M%S")
         write = self.stdout.write
-        system = bench.through_the_system(spec, run, write)
-        try:
-            chain = bench.through_the_naive_chain(spec, run, write)
-        finally:
-            bench.remove_naive_effects(run)
+        systems, chains = self.side_by_side(spec, run, options["rounds"])
+        system, chain = bench.combined(systems), bench.combined(chains)
         write("")
         write(
-            f"workflow, {spec.orders} orders, outside latency {spec.latency_ms:g} ms, "
-            f"{spec.workers} workers x {spec.worker_concurrency} processes each:"
+            f"workflow, {len(systems)} bursts of {spec.orders} orders each way, outside latency "
+            f"{spec.latency_ms:g} ms, {spec.workers} workers x {spec.worker_concurrency} processes each:"
         )
         for measured in (system, chain):
             write(
@@ -51,7 +71,11 @@ class Command(BaseCommand):
                 f"p95 {measured.latencies.p(95):6.2f} s   ({measured.orders} orders in {measured.seconds:.1f} s)"
             )
         ratio = system.per_second / chain.per_second if chain.per_second else 0.0
-        write(f"  ratio        system / naive = {ratio:.2f}")
+        rounds = ", ".join(
+            f"{one.per_second / other.per_second:.2f}" if other.per_second else "-"
+            for one, other in zip(systems, chains, strict=True)
+        )
+        write(f"  ratio        system / naive = {ratio:.2f}   (round by round: {rounds})")
         write("")
         write("per order (all the servers did during each run, sweeps and heartbeats included):")
         for measured in (system, chain):
