@@ -130,12 +130,13 @@ def test_slow_calls_on_threads_sharing_two_connections_keep_their_leases_and_fin
 
 
 def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(redis_client):
-    out = run("bench", orders=10, paced_orders=6, fill=5000, samples=20)
+    out = run("bench", orders=10, warm_up=3, paced_orders=6, fill=5000, samples=20)
 
     assert re.search(r"^  system +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
     assert re.search(r"^  naive chain +\d+\.\d orders/s +p50 .* p95 ", out, re.MULTILINE)
     # Two bursts each, alternated (system, chain, chain, system), their ratios side by side.
     assert re.search(r"^workflow, 2 bursts of 10 orders each way", out, re.MULTILINE)
+    assert re.search(r"^bench\d+w-system: 3 orders", out, re.MULTILINE), out  # the warm-up, not measured
     assert re.search(r"ratio +system / naive = \d+\.\d\d   \(round by round: \d+\.\d\d, \d+\.\d\d\)", out)
     assert re.search(r"^  system .*\(20 orders in", out, re.MULTILINE)
     # Where the CPU went, per order, from the kernel's accounting of the fleet and the servers.
