@@ -53,9 +53,17 @@ class AgentTask(models.Model):
     # The caller's id (X-Request-ID, traceparent) or the workflow's: links logs and traces.
     # Several workflows may share one.
     correlation_id = models.CharField(max_length=64, db_index=True)
-    # No database constraint: the parent may be pruned before its children.
+    # No database constraint: the parent may be pruned before its children. No index: no query
+    # looks tasks up by their parent (the trace builds the tree from a workflow's tasks), and
+    # each index costs every task three writes.
     parent = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
     )
     claimed_by = models.CharField(max_length=255, blank=True)
     fence = models.BigIntegerField(default=0, help_text="Fencing token: raised by every claim.")
