@@ -1,14 +1,8 @@
-"""Indexes every write of these rows kept up and no query reads.
-
-- A foreign key's own index where a longer index starts with the same column.
-- Django's second index on each indexed text column (varchar_pattern_ops, for LIKE 'prefix%'):
-  every lookup of these columns is by equality (the admin's searches are exact), which the
-  plain index serves. Django's model state still has them (a field's db_index makes both):
-  a later migration that changes one of these columns' type makes its LIKE index again, and
-  should drop it again (tests/project/test_indexes.py says so).
-
-An order row is rewritten at every change of its state, and an audit row is written for each.
-"""
+"""Indexes every write of these rows kept up and no query reads, as orchestration's
+0011_redundant_indexes (which says why) does for the kernel's tables: foreign-key indexes a
+longer index starting with the same column serves, and Django's LIKE twins of text columns only
+looked up by equality. An order row is rewritten at every change of its state, and an audit row
+is written for each."""
 
 import django.db.models.deletion
 from django.db import migrations, models
