@@ -29,38 +29,32 @@ class Command(BaseCommand):
             "--paced-orders", type=int, default=300, help="orders of the paced phase, at half the burst's rate"
         )
 
-    def side_by_side(self, spec, run: str, rounds: int) -> tuple[list, list]:
-        """The system and the chain, ``rounds`` bursts each, in the order system, chain, chain,
-        system, ...: a machine that gets busier or quieter at a steady pace through the run
-        weighs on both alike, where system-then-chain charged all of it to one of them."""
-        systems, chains = [], []
-
-        def system(tag: str) -> None:
-            systems.append(bench.through_the_system(spec, tag, self.stdout.write))
-
-        def chain(tag: str) -> None:
-            try:
-                chains.append(bench.through_the_naive_chain(spec, tag, self.stdout.write))
-            finally:
-                bench.remove_naive_effects(tag)
-
-        for number in range(rounds):
-            for burst in (system, chain) if number % 2 == 0 else (chain, system):
-                burst(f"{run}r{number + 1}")
-        return systems, chains
+    def burst(self, kind: str, spec, tag: str) -> bench.Throughput:
+        """One burst through the system or the naive chain (whose ledger rows it removes after)."""
+        if kind == "system":
+            return bench.through_the_system(spec, tag, self.stdout.write)
+        try:
+            return bench.through_the_naive_chain(spec, tag, self.stdout.write)
+        finally:
+            bench.remove_naive_effects(tag)
 
     def warm_up(self, spec, run: str, orders: int) -> None:
         """A small burst of each, not measured: the first burst on fresh servers pays for their
         cold caches (PostgreSQL's buffers, catalog and plan caches, the tables' first pages),
         and without this the system, which runs first, paid for them alone."""
-        if not orders:
-            return
-        small, tag = replace(spec, orders=orders), f"{run}w"
-        bench.through_the_system(small, tag, self.stdout.write)
-        try:
-            bench.through_the_naive_chain(small, tag, self.stdout.write)
-        finally:
-            bench.remove_naive_effects(tag)
+        if orders:
+            for kind in ("system", "chain"):
+                self.burst(kind, replace(spec, orders=orders), f"{run}w")
+
+    def side_by_side(self, spec, run: str, rounds: int) -> tuple[list, list]:
+        """The system and the chain, ``rounds`` bursts each, in the order system, chain, chain,
+        system, ...: a machine that gets busier or quieter at a steady pace through the run
+        weighs on both alike, where system-then-chain charged all of it to one of them."""
+        measured: dict[str, list[bench.Throughput]] = {"system": [], "chain": []}
+        for number in range(rounds):
+            for kind in ("system", "chain") if number % 2 == 0 else ("chain", "system"):
+                measured[kind].append(self.burst(kind, spec, f"{run}r{number + 1}"))
+        return measured["system"], measured["chain"]
 
     def handle(self, *args, **options):
         counts = ("fill", "paced_orders", "warm_up")
