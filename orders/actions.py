@@ -123,8 +123,7 @@ def create_order(
             lines AS (
                 INSERT INTO {ITEMS} (order_id, product_id, quantity, unit_price)
                 SELECT placed.id, x.product, x.quantity, x.price
-                FROM placed, unnest(%(products)s::bigint[], %(quantities)s::int[], %(prices)s::numeric[])
-                    AS x(product, quantity, price)
+                FROM placed, json_to_recordset(%(lines)s::json) AS x(product bigint, quantity int, price numeric)
             ),
             audited AS (
                 INSERT INTO {TRANSITIONS} (order_id, from_state, to_state, event, agent, task_id, correlation_id,
@@ -142,9 +141,18 @@ def create_order(
                 "workflow": workflow_id,
                 "correlation": correlation_id,
                 "now": now,
-                "products": [products[line.sku].pk for line in lines],
-                "quantities": [line.quantity for line in lines],
-                "prices": [products[line.sku].price for line in lines],
+                # The lines as one JSON document (psycopg adapts Python lists slowly); prices as
+                # strings, so no decimal goes through a float.
+                "lines": json.dumps(
+                    [
+                        {
+                            "product": products[line.sku].pk,
+                            "quantity": line.quantity,
+                            "price": str(products[line.sku].price),
+                        }
+                        for line in lines
+                    ]
+                ),
                 "event": PLACED,
             },
         )
@@ -218,12 +226,10 @@ class StateChanges:
 
     # The order's columns a transition may change, in the statement's order.
     CHANGED = ("state", "updated_at", "finished_at", "reason")
-    # An audit row's values, as apply() collects them and save()'s statement takes them.
-    AUDIT_COLUMNS = ("from", "to", "event", "agent", "task", "correlation", "actor", "detail", "at")
 
     def __init__(self, order: Order):
         self.order = order
-        self.rows: list[tuple] = []  # audit rows, as AUDIT_COLUMNS
+        self.rows: list[dict] = []  # audit rows, by column
         self.fields: set[str] = set()
 
     def apply(
@@ -244,7 +250,17 @@ class StateChanges:
             detail = f"{transition.note}: {detail}" if detail else transition.note
         now = timezone.now()
         self.rows.append(
-            (order.state, transition.target, event, agent, task_id, order.correlation_id, actor, detail[:500], now)
+            {
+                "from_state": order.state,
+                "to_state": transition.target,
+                "event": event,
+                "agent": agent,
+                "task_id": task_id,
+                "correlation_id": order.correlation_id,
+                "actor": actor,
+                "detail": detail[:500],
+                "created_at": now.isoformat(),
+            }
         )
         order.state = transition.target
         order.updated_at = now
@@ -256,24 +272,24 @@ class StateChanges:
         return order
 
     def save(self) -> Order:
-        """The audit rows and the order's changed columns, in one statement."""
+        """The audit rows and the order's changed columns, in one statement. The rows go as one
+        JSON document: psycopg adapts Python lists in pure Python, slower than the statement."""
         if not self.rows:
             return self.order
         changed = [name for name in self.CHANGED if name in self.fields]
-        columns = [list(column) for column in zip(*self.rows, strict=True)]
         with connection.cursor() as cursor:
             cursor.execute(
                 f"""WITH audited AS (
                     INSERT INTO {TRANSITIONS} (order_id, from_state, to_state, event, agent, task_id, correlation_id,
                         actor, detail, created_at)
-                    SELECT %(order)s, x.* FROM unnest(%(from)s::text[], %(to)s::text[], %(event)s::text[],
-                        %(agent)s::text[], %(task)s::bigint[], %(correlation)s::text[], %(actor)s::text[],
-                        %(detail)s::text[], %(at)s::timestamptz[]) AS x
+                    SELECT %(order)s, x.* FROM json_to_recordset(%(rows)s::json) AS x(from_state text, to_state text,
+                        event text, agent text, task_id bigint, correlation_id text, actor text, detail text,
+                        created_at timestamptz)
                 )
                 UPDATE {ORDERS} SET {", ".join(f"{name} = %({name})s" for name in changed)} WHERE id = %(order)s""",
                 {
                     "order": self.order.pk,
-                    **dict(zip(self.AUDIT_COLUMNS, columns, strict=True)),
+                    "rows": json.dumps(self.rows),
                     **{name: getattr(self.order, name) for name in changed},
                 },
             )

@@ -105,57 +105,52 @@ def subscribers(event: Emitted, *, inlined: Iterable[Route] = ()) -> list[Route]
 
 
 def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None) -> tuple[str, dict]:
-    """The CTEs that write an outbox, and their parameters. The statement's last CTE, `woken`,
-    lists the agents that got a new pending task (each needs a wake-up after the commit). The
-    budget steps of inline runs are the completion's to count (lifecycle.complete): one
-    statement may update a row only once."""
+    """The CTEs that write an outbox, and their parameters: one JSON document of rows per table
+    (psycopg adapts Python lists slowly: arrays.py). The statement's last CTE, `woken`, lists
+    the agents that got a new pending task (each needs a wake-up after the commit). The budget
+    steps of inline runs are the completion's to count (lifecycle.complete): one statement may
+    update a row only once."""
     inlined = inlined or {}
-    config = kernel_settings()
-    events, tasks, inline, span_queues = _rows(outbox, inlined, config.default_max_attempts)
-    params = {
-        **_columns("ev", events, 8),
-        **_columns("tk", tasks, 13),
-        **_columns("il", inline, 14),
-        # An inline run's span reads its task's columns (il*): no parameters of its own but the
-        # queue, so the completion stays within psycopg's cache (lifecycle.completion_statement).
-        "sp_queues": span_queues,
-    }
+    events, tasks, inline = _rows(outbox, inlined, kernel_settings().default_max_attempts)
+    params = {"events": json.dumps(events), "tasks": json.dumps(tasks), "inline": json.dumps(inline)}
     sql = f"""
         ev AS (
             INSERT INTO {EVENTS} (id, type, version, payload, workflow_id, correlation_id, source_task_id, created_at)
-            SELECT * FROM unnest(%(ev0)s::bigint[], %(ev1)s::text[], %(ev2)s::smallint[], %(ev3)s::jsonb[],
-                %(ev4)s::text[], %(ev5)s::text[], %(ev6)s::bigint[], %(ev7)s::timestamptz[])
+            SELECT * FROM json_to_recordset(%(events)s::json) AS x(id bigint, type text, version smallint,
+                payload jsonb, workflow_id text, correlation_id text, source_task_id bigint, created_at timestamptz)
         ),
         tk AS (
             INSERT INTO {TASKS} (agent, operation, event_type, payload, payload_version, priority, max_attempts,
                 expires_at, idempotency_key, workflow_id, correlation_id, parent_id, created_at,
                 status, attempts, reclaims, run_after, claimed_by, fence, last_error, cost, dispatched_at, updated_at)
-            SELECT a, o, et, p, v, pr, ma, ex, k, wf, co, par, at,
-                'pending', 0, 0, at, '', 0, '', 0, at, at
-            FROM unnest(%(tk0)s::text[], %(tk1)s::text[], %(tk2)s::text[], %(tk3)s::jsonb[], %(tk4)s::smallint[],
-                %(tk5)s::smallint[], %(tk6)s::int[], %(tk7)s::timestamptz[], %(tk8)s::text[], %(tk9)s::text[],
-                %(tk10)s::text[], %(tk11)s::bigint[], %(tk12)s::timestamptz[])
-                AS x(a, o, et, p, v, pr, ma, ex, k, wf, co, par, at)
+            SELECT agent, operation, event_type, payload, payload_version, priority, max_attempts,
+                expires_at, idempotency_key, workflow_id, correlation_id, parent_id, created_at,
+                'pending', 0, 0, created_at, '', 0, '', 0, created_at, created_at
+            FROM json_to_recordset(%(tasks)s::json) AS x(agent text, operation text, event_type text, payload jsonb,
+                payload_version smallint, priority smallint, max_attempts int, expires_at timestamptz,
+                idempotency_key text, workflow_id text, correlation_id text, parent_id bigint, created_at timestamptz)
             RETURNING id, agent, priority
+        ),
+        ilx AS (
+            SELECT * FROM json_to_recordset(%(inline)s::json) AS x(id bigint, agent text, operation text,
+                event_type text, payload jsonb, payload_version smallint, result jsonb, idempotency_key text,
+                workflow_id text, correlation_id text, parent_id bigint, worker text, queue text,
+                started_at timestamptz, finished_at timestamptz)
         ),
         il AS (
             INSERT INTO {TASKS} (id, agent, operation, event_type, payload, payload_version, result, idempotency_key,
                 workflow_id, correlation_id, parent_id, claimed_by, created_at, finished_at,
                 status, priority, attempts, max_attempts, reclaims, run_after, fence, last_error, cost, updated_at)
-            SELECT i, a, o, et, p, v, r, k, wf, co, par, w, st, fin,
-                'succeeded', 0, 1, 1, 0, st, 1, '', 0, fin
-            FROM unnest(%(il0)s::bigint[], %(il1)s::text[], %(il2)s::text[], %(il3)s::text[], %(il4)s::jsonb[],
-                %(il5)s::smallint[], %(il6)s::jsonb[], %(il7)s::text[], %(il8)s::text[], %(il9)s::text[],
-                %(il10)s::bigint[], %(il11)s::text[], %(il12)s::timestamptz[], %(il13)s::timestamptz[])
-                AS x(i, a, o, et, p, v, r, k, wf, co, par, w, st, fin)
+            SELECT id, agent, operation, event_type, payload, payload_version, result, idempotency_key,
+                workflow_id, correlation_id, parent_id, worker, started_at, finished_at,
+                'succeeded', 0, 1, 1, 0, started_at, 1, '', 0, finished_at
+            FROM ilx
         ),
         sp AS (
             INSERT INTO {ATTEMPTS} (task_id, number, fence, agent, operation, correlation_id, worker, queue,
                 status, error, started_at, finished_at)
-            SELECT i, 1, 1, a, o, co, w, q, 'succeeded', '', st, fin
-            FROM unnest(%(il0)s::bigint[], %(il1)s::text[], %(il2)s::text[], %(il9)s::text[], %(il11)s::text[],
-                %(sp_queues)s::text[], %(il12)s::timestamptz[], %(il13)s::timestamptz[])
-                AS x(i, a, o, co, w, q, st, fin)
+            SELECT id, 1, 1, agent, operation, correlation_id, worker, queue, 'succeeded', '', started_at, finished_at
+            FROM ilx
         ),
         woken AS (SELECT DISTINCT agent FROM tk)
     """
@@ -225,71 +220,68 @@ def emit_dead_event(task: AgentTask) -> int | None:
 
 
 def _rows(outbox: Outbox, inlined: dict[int, list[Route]], default_attempts: int):
-    events, tasks, inline, span_queues = [], [], [], []
+    events: list[dict] = []
+    tasks: list[dict] = []
+    inline: list[dict] = []
     for event in outbox.events:
-        payload = json.dumps(event.payload)
+        at = event.at.isoformat()
         events.append(
-            (
-                event.id,
-                event.type,
-                event.version,
-                payload,
-                event.workflow_id,
-                event.correlation_id,
-                event.source_task_id,
-                event.at,
-            )
+            {
+                "id": event.id,
+                "type": event.type,
+                "version": event.version,
+                "payload": event.payload,
+                "workflow_id": event.workflow_id,
+                "correlation_id": event.correlation_id,
+                "source_task_id": event.source_task_id,
+                "created_at": at,
+            }
         )
         for route in subscribers(event, inlined=inlined.get(event.id, ())):
             operation = registry.operation(route.agent, route.operation)
             ttl = operation.ttl_seconds if operation else None
             tasks.append(
-                (
-                    route.agent,
-                    route.operation,
-                    event.type,
-                    payload,
-                    event.version,
-                    operation.priority if operation else 0,
-                    (operation.max_attempts if operation else None) or default_attempts,
-                    event.at + timedelta(seconds=ttl) if ttl else None,
-                    route_key(event.id, route),
-                    event.workflow_id,
-                    event.correlation_id,
-                    event.source_task_id,
-                    event.at,
-                )
+                {
+                    "agent": route.agent,
+                    "operation": route.operation,
+                    "event_type": event.type,
+                    "payload": event.payload,
+                    "payload_version": event.version,
+                    "priority": operation.priority if operation else 0,
+                    "max_attempts": (operation.max_attempts if operation else None) or default_attempts,
+                    "expires_at": (event.at + timedelta(seconds=ttl)).isoformat() if ttl else None,
+                    "idempotency_key": route_key(event.id, route),
+                    "workflow_id": event.workflow_id,
+                    "correlation_id": event.correlation_id,
+                    "parent_id": event.source_task_id,
+                    "created_at": at,
+                }
             )
     for run in outbox.inline:
         route = Route(run.event.type, run.agent, run.operation.name)
+        # The span of an inline run is written from the same row (the `sp` CTE).
         inline.append(
-            (
-                run.id,
-                run.agent,
-                run.operation.name,
-                run.event.type,
-                json.dumps(run.event.payload),
-                run.event.version,
-                json.dumps(run.result),
-                route_key(run.event.id, route),
-                run.event.workflow_id,
-                run.event.correlation_id,
-                run.event.source_task_id,
-                run.worker,
-                run.started_at,
-                run.finished_at,
-            )
+            {
+                "id": run.id,
+                "agent": run.agent,
+                "operation": run.operation.name,
+                "event_type": run.event.type,
+                "payload": run.event.payload,
+                "payload_version": run.event.version,
+                "result": run.result,
+                "idempotency_key": route_key(run.event.id, route),
+                "workflow_id": run.event.workflow_id,
+                "correlation_id": run.event.correlation_id,
+                "parent_id": run.event.source_task_id,
+                "worker": run.worker,
+                "queue": run.queue,
+                "started_at": run.started_at.isoformat(),
+                "finished_at": run.finished_at.isoformat(),
+            }
         )
-        span_queues.append(run.queue)  # the rest of an inline run's span is in its task's row
-    return events, tasks, inline, span_queues
+    return events, tasks, inline
 
 
 def route_key(event_id: int, route: Route) -> str:
     """A subscriber task's idempotency key: routing the same event twice makes no second task."""
     return f"event:{event_id}:{route.agent}.{route.operation}"
-
-
-def _columns(prefix: str, rows: list[tuple], width: int) -> dict[str, list]:
-    """Rows to one array per column, as `unnest` takes them (%(prefix0)s, %(prefix1)s, ...)."""
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in range(width)]
-    return {f"{prefix}{index}": list(column) for index, column in enumerate(columns)}

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from orchestration.conf import kernel_settings
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, UsageRecord, WorkflowBudget
+from orchestration.work.arrays import int_array, text_array
 from orchestration.work.dispatch import wake_on_commit
 from orchestration.work.events import Outbox, emit_dead_event, outbox_statement
 
@@ -96,8 +97,7 @@ CLAIM = f"""
         UPDATE {TABLE} AS t SET
             status = 'claimed', fence = t.fence + 1, attempts = t.attempts + 1, claimed_by = %(worker)s,
             lease_expires_at = %(now)s + make_interval(secs => coalesce(
-                (SELECT l.seconds FROM unnest(%(lease_ops)s::text[], %(lease_seconds)s::int[]) AS l(op, seconds)
-                 WHERE l.op = t.agent || '.' || t.operation), %(default_lease)s)),
+                (%(leases)s::jsonb ->> (t.agent || '.' || t.operation))::int, %(default_lease)s)),
             heartbeat_at = %(now)s, updated_at = %(now)s
         WHERE {{picked}} AND {READY}
         RETURNING t.*
@@ -151,7 +151,7 @@ def claim(
 def claim_these(task_ids: list[int], *, worker: str, queue: str = "", now: datetime | None = None) -> list[Claim]:
     """Claim these tasks, those of them still ready (a follow-up a worker keeps for itself:
     another worker may have taken it meanwhile)."""
-    return _claim(MANY, {"ids": task_ids}, worker, queue, None, now)
+    return _claim(MANY, {"ids": int_array(task_ids)}, worker, queue, None, now)
 
 
 def claim_batch(
@@ -165,7 +165,7 @@ def claim_batch(
 ) -> list[Claim]:
     """Claim up to ``limit`` ready tasks of these agents, highest priority and oldest first;
     concurrent claimers skip each other's rows."""
-    return _claim(BATCH, {"agents": agents, "limit": limit}, worker, queue, lease_seconds, now)
+    return _claim(BATCH, {"agents": text_array(agents), "limit": limit}, worker, queue, lease_seconds, now)
 
 
 def _claim(
@@ -189,14 +189,13 @@ def _claim(
         "worker": worker,
         "queue": queue,
         "now": now,
-        "lease_ops": list(leases),
-        "lease_seconds": list(leases.values()),
+        "leases": json.dumps(leases),
         "default_lease": default_lease,
         "max_steps": max_steps,
         "max_cost": max_cost,
         "max_tokens": max_tokens,
         "max_money": max_money,
-        "uncounted": uncounted_operations(),
+        "uncounted": text_array(uncounted_operations()),
     }
     claims = []
     with connection.cursor() as cursor:
@@ -369,7 +368,7 @@ def completion_statement(
         "result": json.dumps(result),
         "cost": Decimal(str(cost)),
         "workflow": workflow_id,
-        "keep": list(keep),
+        "keep": text_array(keep),
         "keep_at_most": keep_at_most,
         "now": now,
     }
@@ -519,7 +518,7 @@ def _uncount_step(task_id: int) -> None:
             FROM {TABLE} AS t
             WHERE t.id = %(id)s AND b.workflow_id = t.workflow_id
                 AND NOT (t.agent || '.' || t.operation = ANY(%(uncounted)s::text[]))""",
-            {"id": task_id, "uncounted": uncounted_operations()},
+            {"id": task_id, "uncounted": text_array(uncounted_operations())},
         )
 
 

@@ -117,6 +117,25 @@ def test_the_statements_an_order_repeats_are_planned_once_per_connection(redis_c
     assert not replanned, replanned
 
 
+def test_an_order_hands_psycopg_no_python_list(redis_client):
+    """psycopg adapts a Python list in pure Python, element by element: a dozen lists in the
+    completion's statement cost the worker more than the statement cost the database. Rows go
+    as one JSON document and lists as array literals (orchestration/work/arrays.py)."""
+    Product.objects.create(sku="PEN", name="Pen", price=Decimal("2.50"), stocked=100)
+    lists: list[str] = []
+
+    def watch(execute, sql, params, many, context):
+        values = params.values() if isinstance(params, dict) else params or ()
+        if "outside_" not in sql and any(isinstance(value, list | tuple) for value in values):
+            lists.append(sql[:160])
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(watch):
+        order = run_an_order("no-lists")
+    assert order.state == OrderState.COMPLETED
+    assert not lists, lists
+
+
 def run_an_order(key: str) -> Order:
     order, _ = place_order(f"{key}@example.com", [("PEN", 1)], idempotency_key=key)
     run_to_the_end(order)
