@@ -27,6 +27,7 @@ that is already armed, which is what a heartbeat does.
 
 from __future__ import annotations
 
+import _signal
 import ctypes
 import os
 import signal
@@ -62,9 +63,12 @@ class Deadline:
         ident = threading.get_ident()
         on_main_thread = threading.current_thread() is threading.main_thread()
         if on_main_thread:
-            if signal.getsignal(signal.SIGALRM) is not _on_sigalrm:
+            if _signal.getsignal(signal.SIGALRM) is not _on_sigalrm:
                 # Installed once and left in place: the default disposition would let a
-                # signal already on its way terminate the process.
+                # signal already on its way terminate the process. Asked every time (another
+                # library may have put its own handler there: pytest-timeout does) from
+                # _signal, the C module under signal: signal.getsignal raises and catches an
+                # error on every call to say the handler is no enum.
                 signal.signal(signal.SIGALRM, _on_sigalrm)
             _main_thread_deadline = self
         watchdog().watch(ident, self, by_signal=on_main_thread)
@@ -106,12 +110,16 @@ class _Watchdog:
         self._changed = threading.Condition()
         self._watched: dict[int, _Watch] = {}  # by thread ident
         self._raised: set[int] = set()
+        self._wakes_at = float("inf")  # when the thread looks again, unless notified
         threading.Thread(target=self._run, name="deadline-watchdog", daemon=True).start()
 
     def watch(self, ident: int, deadline: Deadline, *, by_signal: bool) -> None:
         with self._changed:
             self._watched[ident] = _Watch(deadline, by_signal)
-            self._changed.notify()
+            # A deadline after the thread's next look is seen then: no wake-up (and no
+            # switch to the watchdog's thread) for each attempt that starts.
+            if deadline.at < self._wakes_at:
+                self._changed.notify()
 
     def move(self, deadline: Deadline, at: float) -> None:
         with self._changed:  # decided under the same lock as the watchdog's verdict
@@ -145,7 +153,8 @@ class _Watchdog:
                 ]
                 soonest = min(pending, default=None)
                 # A moved deadline is only ever later: waking up at the old one costs a loop.
-                self._changed.wait(None if soonest is None else max(soonest - now, 0.001))
+                self._wakes_at = float("inf") if soonest is None else max(soonest, now + 0.001)
+                self._changed.wait(None if soonest is None else self._wakes_at - now)
 
 
 def _raise_in_thread(ident: int, error: type[BaseException] | None) -> None:

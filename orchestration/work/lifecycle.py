@@ -200,8 +200,8 @@ def _claim(
     claims = []
     with connection.cursor() as cursor:
         cursor.execute(CLAIM.format(picked=picked), params)
-        names = [column.name for column in cursor.description]
         rows = cursor.fetchall()
+        names = _claim_columns(cursor, rows)
     for row in rows:
         values = dict(zip(names, row, strict=True))
         task = _task_from(values)
@@ -221,6 +221,18 @@ def _claim(
         lease = leases.get(f"{task.agent}.{task.operation}", default_lease)
         claims.append(Claim(task, lease, budget))
     return claims
+
+
+_CLAIM_COLUMNS: list[str] = []
+
+
+def _claim_columns(cursor, rows: list[tuple]) -> list[str]:
+    """The names of the claim's result columns, read once per process (and again if the
+    table's columns changed under it): psycopg builds an object for each of its ~35 columns
+    every time ``description`` is read."""
+    if not _CLAIM_COLUMNS or (rows and len(rows[0]) != len(_CLAIM_COLUMNS)):
+        _CLAIM_COLUMNS[:] = [column.name for column in cursor.description]
+    return _CLAIM_COLUMNS
 
 
 # The task's columns in the model's order, each with what turns its database value into the
