@@ -1,8 +1,10 @@
 """Limits: guards shared by the whole fleet, their state in Redis: circuit breakers, concurrency
 semaphores and token-bucket rate limits.
 
-Each guard is one Lua script, so a decision and its bookkeeping happen atomically on
-the Redis server, on Redis's own clock (TIME), whatever the number of workers and hosts.
+Each guard is a Lua function run on the Redis server, so a decision and its bookkeeping
+happen atomically, on Redis's own clock (TIME), whatever the number of workers and hosts. An
+attempt passes all of its guards in one script and ends in one more (admission.py): two round
+trips for an attempt that has guards, none for one that has not.
 
 Why hand-written: the good libraries solve neighbouring problems. `limits` offers
 fixed and moving windows but neither a token bucket nor the "when may I try again"

@@ -2,80 +2,92 @@
 
 from __future__ import annotations
 
+from orchestration.limits.lua import NOW
 from orchestration.limits.policies import BreakerPolicy, breaker_policy, limits
 from orchestration.redis_client import redis_client
 
-# KEYS[1] = breaker hash. ARGV: cooldown. Returns {allowed, state, retry_in_ms}.
+# The allow decision, as a Lua function: (breaker hash, cooldown s) -> {allowed, state, retry_in_ms}.
 # closed: allow. open: deny until the cooldown ends, then become half-open.
 # half-open: allow one trial at a time (the trial slot expires after the cooldown).
-_BREAKER_ALLOW = """
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local forced = redis.call('HGET', KEYS[1], 'forced')
-if forced == 'open' then return {0, 'forced_open', tonumber(ARGV[1]) * 1000} end
-if forced == 'closed' or state == 'closed' then return {1, 'closed', 0} end
-local cooldown = tonumber(ARGV[1]) * 1000
-if state == 'open' then
-  local opened = tonumber(redis.call('HGET', KEYS[1], 'opened_at') or '0')
-  if now - opened < cooldown then return {0, 'open', cooldown - (now - opened)} end
-  redis.call('HSET', KEYS[1], 'state', 'half_open', 'trial_until', 0, 'trial_successes', 0)
-  state = 'half_open'
+ALLOW_FUNCTION = """
+local function breaker_allow(key, cooldown_seconds)
+  local state = redis.call('HGET', key, 'state') or 'closed'
+  local forced = redis.call('HGET', key, 'forced')
+  local cooldown = cooldown_seconds * 1000
+  if forced == 'open' then return {0, 'forced_open', cooldown} end
+  if forced == 'closed' or state == 'closed' then return {1, 'closed', 0} end
+  if state == 'open' then
+    local opened = tonumber(redis.call('HGET', key, 'opened_at') or '0')
+    if now - opened < cooldown then return {0, 'open', cooldown - (now - opened)} end
+    redis.call('HSET', key, 'state', 'half_open', 'trial_until', 0, 'trial_successes', 0)
+    state = 'half_open'
+  end
+  local trial_until = tonumber(redis.call('HGET', key, 'trial_until') or '0')
+  if now < trial_until then return {0, 'half_open', trial_until - now} end
+  redis.call('HSET', key, 'trial_until', now + cooldown)
+  return {1, 'half_open', 0}
 end
-local trial_until = tonumber(redis.call('HGET', KEYS[1], 'trial_until') or '0')
-if now < trial_until then return {0, 'half_open', trial_until - now} end
-redis.call('HSET', KEYS[1], 'trial_until', now + cooldown)
-return {1, 'half_open', 0}
 """
 
-# KEYS[1] = breaker hash, KEYS[2] = the window's outcomes, counted per second
-# ("<second>:ok" / "<second>:fail" fields, so memory stays bounded by the window's length).
-# ARGV: ok (1/0), failures threshold, window s, successes needed, failure rate (0..1).
+# Recording one call's outcome, as a Lua function: (breaker hash, the window's outcomes counted
+# per second ("<second>:ok" / "<second>:fail" fields, so memory stays bounded by the window's
+# length), ok, failures threshold, window s, successes needed, failure rate 0..1) -> new state.
 # Closed opens when the window holds at least `failures` failures and they are at least
 # `failure_rate` of its calls: a busy dependency with a few failures stays closed.
-_BREAKER_RECORD = """
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
-local ok = ARGV[1] == '1'
-if state == 'half_open' then
-  if ok then
-    local n = redis.call('HINCRBY', KEYS[1], 'trial_successes', 1)
-    redis.call('HSET', KEYS[1], 'trial_until', 0)
-    if n >= tonumber(ARGV[4]) then
-      redis.call('HSET', KEYS[1], 'state', 'closed'); redis.call('DEL', KEYS[2])
-      return 'closed'
+RECORD_FUNCTION = """
+local function breaker_record(key, window_key, ok, threshold, window_seconds, successes, failure_rate)
+  local state = redis.call('HGET', key, 'state') or 'closed'
+  if state == 'half_open' then
+    if ok then
+      local n = redis.call('HINCRBY', key, 'trial_successes', 1)
+      redis.call('HSET', key, 'trial_until', 0)
+      if n >= successes then
+        redis.call('HSET', key, 'state', 'closed'); redis.call('DEL', window_key)
+        return 'closed'
+      end
+      return 'half_open'
     end
-    return 'half_open'
+    redis.call('HSET', key, 'state', 'open', 'opened_at', now, 'trial_until', 0)
+    redis.call('HINCRBY', key, 'times_opened', 1)
+    return 'open'
   end
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now, 'trial_until', 0)
-  redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
-  return 'open'
-end
-if state == 'open' then return state end
-local window = math.ceil(tonumber(ARGV[3]))
-local second = tonumber(t[1])
-redis.call('HINCRBY', KEYS[2], second .. (ok and ':ok' or ':fail'), 1)
-redis.call('EXPIRE', KEYS[2], window + 1)
-if ok then return 'closed' end
-local calls, failures = 0, 0
-local fields = redis.call('HGETALL', KEYS[2])
-for i = 1, #fields, 2 do
-  local at, outcome = string.match(fields[i], '^(%d+):(%a+)$')
-  if tonumber(at) <= second - window then
-    redis.call('HDEL', KEYS[2], fields[i])
-  else
-    local count = tonumber(fields[i + 1])
-    calls = calls + count
-    if outcome == 'fail' then failures = failures + count end
+  if state == 'open' then return state end
+  local window = math.ceil(window_seconds)
+  local second = tonumber(t[1])
+  redis.call('HINCRBY', window_key, second .. (ok and ':ok' or ':fail'), 1)
+  redis.call('EXPIRE', window_key, window + 1)
+  if ok then return 'closed' end
+  local calls, failures = 0, 0
+  local fields = redis.call('HGETALL', window_key)
+  for i = 1, #fields, 2 do
+    local at, outcome = string.match(fields[i], '^(%d+):(%a+)$')
+    if tonumber(at) <= second - window then
+      redis.call('HDEL', window_key, fields[i])
+    else
+      local count = tonumber(fields[i + 1])
+      calls = calls + count
+      if outcome == 'fail' then failures = failures + count end
+    end
   end
+  if failures >= threshold and failures >= failure_rate * calls then
+    redis.call('HSET', key, 'state', 'open', 'opened_at', now)
+    redis.call('HINCRBY', key, 'times_opened', 1)
+    redis.call('DEL', window_key)
+    return 'open'
+  end
+  return 'closed'
 end
-if failures >= tonumber(ARGV[2]) and failures >= tonumber(ARGV[5]) * calls then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'opened_at', now)
-  redis.call('HINCRBY', KEYS[1], 'times_opened', 1)
-  redis.call('DEL', KEYS[2])
-  return 'open'
-end
-return 'closed'
 """
+
+# KEYS[1] = breaker hash. ARGV: cooldown s.
+_BREAKER_ALLOW = NOW + ALLOW_FUNCTION + "return breaker_allow(KEYS[1], tonumber(ARGV[1]))"
+# KEYS: breaker hash, window. ARGV: ok (1/0), failures, window s, successes, failure rate.
+_BREAKER_RECORD = (
+    NOW
+    + RECORD_FUNCTION
+    + "return breaker_record(KEYS[1], KEYS[2], ARGV[1] == '1', tonumber(ARGV[2]), tonumber(ARGV[3]), "
+    + "tonumber(ARGV[4]), tonumber(ARGV[5]))"
+)
 
 
 class CircuitBreaker:

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+from orchestration.limits.lua import NOW
 from orchestration.redis_client import redis_client
 
-# KEYS[1] = sorted set of holders scored by lease expiry (ms). ARGV: holder, limit, lease s.
-# Returns 0 when admitted, else milliseconds until the earliest slot frees.
-_SEMAPHORE_ACQUIRE = """
-local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, now)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]) * 1000, ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 1000 + 60000)
-  return 0
+# Taking a slot, as a Lua function: (sorted set of holders scored by lease expiry in ms, holder,
+# limit, lease s) -> 0 when admitted, else milliseconds until the earliest slot frees.
+ACQUIRE_FUNCTION = """
+local function semaphore_acquire(key, holder, limit, lease_seconds)
+  redis.call('ZREMRANGEBYSCORE', key, 0, now)
+  if redis.call('ZSCORE', key, holder) or redis.call('ZCARD', key) < limit then
+    redis.call('ZADD', key, now + lease_seconds * 1000, holder)
+    redis.call('PEXPIRE', key, lease_seconds * 1000 + 60000)
+    return 0
+  end
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(first[2]) - now)
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(first[2]) - now)
 """
+
+# KEYS[1] = the holders. ARGV: holder, limit, lease s.
+_SEMAPHORE_ACQUIRE = (
+    NOW + ACQUIRE_FUNCTION + "return semaphore_acquire(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))"
+)
 
 
 class Semaphore:

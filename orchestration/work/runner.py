@@ -202,6 +202,7 @@ def run_claimed(
     attempt = AttemptLease(claimed.pk, claimed.fence, claim.lease_seconds, claimed_at=claimed_at)
     context = TaskContext(claimed, operation, attempt, budget=claim.budget, worker=worker, queue=queue)
     admission = None
+    dependency_answered: bool | None = None  # for the breaker: None when the attempt says nothing of it
     try:
         _check_version(operation, claimed)
         admission = admit(
@@ -233,7 +234,7 @@ def run_claimed(
             dispatch.wake_on_commit(completion.woken)
         if kept is not None:
             kept.extend(completion.kept)  # committed: theirs to claim now
-        admission.record(ok=True)
+        dependency_answered = True
         observe_inline_steps(context.outbox.inline)
     except LeaseLost as error:
         logger.warning("%s; effects rolled back", error)
@@ -244,7 +245,7 @@ def run_claimed(
         return RunOutcome.DEFERRED
     except RETRYABLE_ERRORS as error:
         if admission is not None and isinstance(error, DEPENDENCY_ERRORS) and not isinstance(error, InlineStepFailed):
-            admission.record(ok=False)  # the dependency failed us: the breaker counts it
+            dependency_answered = False  # the dependency failed us: the breaker counts it
         return _fail(claimed, _describe(error), True)
     except PermanentError as error:
         return _fail(claimed, _describe(error), False)
@@ -256,7 +257,7 @@ def run_claimed(
         return _fail(claimed, _describe(error) + "\n" + traceback.format_exc(limit=20), False)
     finally:
         if admission is not None:
-            admission.release()
+            admission.end(ok=dependency_answered)  # one round trip: slots back, outcome to the breaker
         _record_usage(context)  # what was spent is spent, whatever the outcome
     return RunOutcome.SUCCEEDED
 

@@ -18,7 +18,9 @@ from agents.outside import world
 from agents.outside.models import CarrierParcel, GatewayEntry, ProviderMessage
 from agents.tasks import expire_reservations
 from api.models import ApiClient
+from orchestration.errors import DeferTask
 from orchestration.limits import budgets
+from orchestration.limits.admission import admit
 from orchestration.limits.backpressure import MAX_RETRY_AFTER, Overloaded
 from orchestration.limits.breakers import CircuitBreaker
 from orchestration.limits.buckets import TokenBucket
@@ -157,6 +159,34 @@ def test_a_token_bucket_refills_on_redis_clock(redis_client):
 
     assert [bucket.take() for _ in range(3)][:2] == [0, 0]
     assert 0 < bucket.take() <= 0.2
+
+
+def test_an_attempt_passes_its_guards_in_one_round_trip_and_ends_in_another(settings, redis_client):
+    """Breaker, semaphore and rate limit in one script at admission, the slot back and the
+    outcome to the breaker in one at the end; a refusal gives back the slots it took."""
+    settings.GUARD_LIMITS = {"concurrency": {"dependency:unit": 1}, "rates": {"unit": [0.5, 1]}}
+
+    def evals() -> int:
+        return int(redis_client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+
+    before = evals()
+    admission = admit(agent="testkit", dependency="unit", holder="first", lease_seconds=30)
+    assert evals() - before == 1
+    assert Semaphore("dependency:unit", 1).holders() == 1
+    admission.end(ok=False)
+    assert evals() - before == 2
+    assert Semaphore("dependency:unit", 1).holders() == 0
+    assert redis_client.hgetall("guard:breaker:unit:window")  # the failure was counted
+
+    # The bucket's only token is spent: the slot this attempt took is given back with the refusal.
+    with pytest.raises(DeferTask, match=r"rate limit of 0\.5/s reached for unit"):
+        admit(agent="testkit", dependency="unit", holder="second", lease_seconds=30)
+    assert Semaphore("dependency:unit", 1).holders() == 0
+
+    # An attempt no guard concerns costs no round trip at all.
+    before = evals()
+    admit(agent="testkit", dependency=None, holder="third", lease_seconds=30).end(ok=True)
+    assert evals() == before
 
 
 def test_backpressure_refuses_at_the_limit_and_accepts_again_below_it(settings, transactional_db):
