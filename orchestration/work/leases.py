@@ -26,6 +26,7 @@ from orchestration.conf import kernel_settings
 from orchestration.errors import LeaseExpired, LeaseLost
 from orchestration.limits.admission import Admission
 from orchestration.work import lifecycle
+from orchestration.work.alarms import alarms
 from orchestration.work.autonomous import run_autonomously
 from orchestration.work.connections import give_back_if_pooled
 from orchestration.work.deadline import Deadline
@@ -75,7 +76,8 @@ class AttemptLease:
 
     @contextmanager
     def keeping_alive(self) -> Iterator[None]:
-        """Heartbeat from a background thread while the block runs (a slow outside call).
+        """Heartbeat from a background thread while the block runs (a slow outside call),
+        started when the first beat is due (alarms.py: a block that ends before costs no thread).
 
         The thread touches the database only through run_autonomously's own connections and,
         for the idle clock, the handler's connection (psycopg connections are thread-safe); it
@@ -85,9 +87,10 @@ class AttemptLease:
         interval = self.beat_interval()
         stop = threading.Event()
         lost: list[BaseException] = []
+        beating: list[threading.Thread] = []
 
         def beat() -> None:
-            while not stop.wait(interval):
+            while not stop.is_set():
                 try:
                     self.heartbeat()
                 except (LeaseLost, LeaseExpired) as error:
@@ -97,15 +100,22 @@ class AttemptLease:
                     logger.warning(
                         "heartbeat of task %s failed; next try in %.1f s", self.task_id, interval, exc_info=True
                     )
+                stop.wait(interval)
 
-        thread = threading.Thread(target=beat, name=f"keep-alive-{self.task_id}", daemon=True)
-        thread.start()
+        def start_beating() -> None:  # when the first beat is due: most blocks are over by then
+            thread = threading.Thread(target=beat, name=f"keep-alive-{self.task_id}", daemon=True)
+            beating.append(thread)
+            thread.start()
+
+        alarm = alarms().set(time.monotonic() + interval, start_beating)
         try:
             yield
         finally:
             stop.set()
-            _hold_no_connection_while_a_beat_ends()
-            thread.join()
+            if not alarms().cancel(alarm):  # it went off: a thread is beating, or was
+                _hold_no_connection_while_a_beat_ends()
+                for thread in beating:
+                    thread.join()
         if lost:
             raise lost[0]
 
