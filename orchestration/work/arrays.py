@@ -4,8 +4,8 @@ psycopg adapts a Python list in pure Python: it scans the list for its element t
 dumper for it and escapes every element with a regular expression. With a dozen lists in a
 statement that took longer than the statement's run on the server (BENCHMARKS.md, lever 20).
 The statements on the hot path take rows as one JSON document instead (`json_to_recordset`);
-the lists left (ids, agents, operation names) go as the text of an array, one string each,
-which the statement casts (``%(ids)s::bigint[]``)."""
+the lists left (agents, operation names) go as the text of an array, one string each,
+which the statement casts (``%(agents)s::text[]``)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,3 @@ def text_array(values: Iterable[str]) -> str:
     """'{"a","b"}': every element quoted, so commas, braces, quotes and the word NULL in a
     value stay text."""
     return "{" + ",".join('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values) + "}"
-
-
-def int_array(values: Iterable[int]) -> str:
-    return "{" + ",".join(str(int(value)) for value in values) + "}"

@@ -10,7 +10,7 @@ one statement, whatever the number of its subscribers.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -98,38 +98,69 @@ class Outbox:
         return sum(run.counted for run in self.inline)
 
 
+@dataclass(frozen=True)
+class Keeping:
+    """Which new tasks a completing worker takes for itself (eager follow-ups): up to
+    ``at_most`` of ``agents``' tasks in its own workflow, the highest priority first, then the
+    first emitted. They are written claimed by ``worker``, with their first attempt's span,
+    in the completion's statement (lifecycle.complete counts their budget steps)."""
+
+    agents: Collection[str]
+    at_most: int
+    worker: str
+    queue: str
+    workflow_id: str
+    now: datetime
+    leases: dict[str, int]  # "agent.operation" -> seconds; others get default_lease
+    default_lease: int
+
+
 def subscribers(event: Emitted, *, inlined: Iterable[Route] = ()) -> list[Route]:
     """The routes that get a pending task of their own (those run inline have one already)."""
     skip = set(inlined)
     return [route for route in registry.subscribers(event.type) if route not in skip]
 
 
-def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None) -> tuple[str, dict]:
-    """The CTEs that write an outbox, and their parameters: one JSON document of rows per table
-    (psycopg adapts Python lists slowly: arrays.py). The statement's last CTE, `woken`, lists
-    the agents that got a new pending task (each needs a wake-up after the commit). The budget
-    steps of inline runs are the completion's to count (lifecycle.complete): one statement may
-    update a row only once."""
+def outbox_statement(
+    outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None, keeping: Keeping | None = None
+) -> tuple[str, dict, list[dict]]:
+    """The CTEs that write an outbox, their parameters (one JSON document of rows per table,
+    keyed by column: psycopg adapts Python lists slowly, arrays.py), and the rows of the tasks written claimed
+    for ``keeping``. The statement's last CTE, `woken`, lists the agents that got a new pending
+    task (each needs a wake-up after the commit). The budget steps of inline runs and kept tasks
+    are the completion's to count (lifecycle.complete): one statement may update a row only once."""
     inlined = inlined or {}
     events, tasks, inline = _rows(outbox, inlined, kernel_settings().default_max_attempts)
-    params = {"events": json.dumps(events), "tasks": json.dumps(tasks), "inline": json.dumps(inline)}
+    kept = keep(tasks, keeping) if keeping else []
+    params = {
+        "events": json.dumps(events),
+        "tasks": json.dumps(tasks),
+        "inline": json.dumps(inline),
+        "queue": keeping.queue if keeping else "",
+    }
     sql = f"""
         ev AS (
             INSERT INTO {EVENTS} (id, type, version, payload, workflow_id, correlation_id, source_task_id, created_at)
-            SELECT * FROM json_to_recordset(%(events)s::json) AS x(id bigint, type text, version smallint,
-                payload jsonb, workflow_id text, correlation_id text, source_task_id bigint, created_at timestamptz)
+            SELECT id, type, version, payload, workflow_id, correlation_id, source_task_id, created_at
+            FROM json_populate_recordset(NULL::{EVENTS}, %(events)s::json)
         ),
         tk AS (
             INSERT INTO {TASKS} (agent, operation, event_type, payload, payload_version, priority, max_attempts,
                 expires_at, idempotency_key, workflow_id, correlation_id, parent_id, created_at,
-                status, attempts, reclaims, run_after, claimed_by, fence, last_error, cost, dispatched_at, updated_at)
+                status, attempts, fence, claimed_by, lease_expires_at, heartbeat_at,
+                reclaims, run_after, last_error, cost, dispatched_at, updated_at)
             SELECT agent, operation, event_type, payload, payload_version, priority, max_attempts,
                 expires_at, idempotency_key, workflow_id, correlation_id, parent_id, created_at,
-                'pending', 0, 0, created_at, '', 0, '', 0, created_at, created_at
-            FROM json_to_recordset(%(tasks)s::json) AS x(agent text, operation text, event_type text, payload jsonb,
-                payload_version smallint, priority smallint, max_attempts int, expires_at timestamptz,
-                idempotency_key text, workflow_id text, correlation_id text, parent_id bigint, created_at timestamptz)
-            RETURNING id, agent, priority
+                status, attempts, fence, claimed_by, lease_expires_at, heartbeat_at,
+                0, created_at, '', 0, created_at, created_at
+            FROM json_populate_recordset(NULL::{TASKS}, %(tasks)s::json)
+            RETURNING id, agent, operation, correlation_id, status, claimed_by, heartbeat_at, idempotency_key
+        ),
+        ksp AS (
+            INSERT INTO {ATTEMPTS} (task_id, number, fence, agent, operation, correlation_id, worker, queue,
+                status, error, started_at)
+            SELECT id, 1, 1, agent, operation, correlation_id, claimed_by, %(queue)s, 'running', '', heartbeat_at
+            FROM tk WHERE status = 'claimed'
         ),
         ilx AS (
             SELECT * FROM json_to_recordset(%(inline)s::json) AS x(id bigint, agent text, operation text,
@@ -152,9 +183,9 @@ def outbox_statement(outbox: Outbox, *, inlined: dict[int, list[Route]] | None =
             SELECT id, 1, 1, agent, operation, correlation_id, worker, queue, 'succeeded', '', started_at, finished_at
             FROM ilx
         ),
-        woken AS (SELECT DISTINCT agent FROM tk)
+        woken AS (SELECT DISTINCT agent FROM tk WHERE status = 'pending')
     """
-    return sql, params
+    return sql, params, kept
 
 
 def flush(outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None) -> list[str]:
@@ -162,7 +193,7 @@ def flush(outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None) -> l
     got new tasks. One statement."""
     if not outbox:
         return []
-    ctes, params = outbox_statement(outbox, inlined=inlined)
+    ctes, params, _ = outbox_statement(outbox, inlined=inlined)
     with connection.cursor() as cursor:
         cursor.execute(f"WITH {ctes} SELECT array(SELECT agent FROM woken)", params)
         return list(cursor.fetchone()[0])
@@ -255,6 +286,7 @@ def _rows(outbox: Outbox, inlined: dict[int, list[Route]], default_attempts: int
                     "correlation_id": event.correlation_id,
                     "parent_id": event.source_task_id,
                     "created_at": at,
+                    **PENDING,
                 }
             )
     for run in outbox.inline:
@@ -280,6 +312,35 @@ def _rows(outbox: Outbox, inlined: dict[int, list[Route]], default_attempts: int
             }
         )
     return events, tasks, inline
+
+
+# A new task's claim columns: pending, or claimed by the worker that keeps it (keep()).
+PENDING = {
+    "status": "pending",
+    "attempts": 0,
+    "fence": 0,
+    "claimed_by": "",
+    "lease_expires_at": None,
+    "heartbeat_at": None,
+}
+
+
+def keep(tasks: list[dict], keeping: Keeping) -> list[dict]:
+    """Mark the tasks ``keeping`` takes as claimed (its first attempt, fence 1, a lease of its
+    operation's length) and return them."""
+    mine = [row for row in tasks if row["agent"] in keeping.agents and row["workflow_id"] == keeping.workflow_id]
+    kept = sorted(mine, key=lambda row: -row["priority"])[: keeping.at_most]  # stable: first emitted first
+    for row in kept:
+        lease = keeping.leases.get(f"{row['agent']}.{row['operation']}", keeping.default_lease)
+        row.update(
+            status="claimed",
+            attempts=1,
+            fence=1,
+            claimed_by=keeping.worker,
+            lease_expires_at=(keeping.now + timedelta(seconds=lease)).isoformat(),
+            heartbeat_at=keeping.now.isoformat(),
+        )
+    return kept
 
 
 def route_key(event_id: int, route: Route) -> str:

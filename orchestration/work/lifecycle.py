@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from orchestration.conf import kernel_settings
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, UsageRecord, WorkflowBudget
-from orchestration.work.arrays import int_array, text_array
+from orchestration.work.arrays import text_array
 from orchestration.work.dispatch import wake_on_commit
-from orchestration.work.events import Outbox, emit_dead_event, outbox_statement
+from orchestration.work.events import Keeping, Outbox, emit_dead_event, outbox_statement
 
 TABLE = AgentTask._meta.db_table
 ATTEMPTS = TaskAttempt._meta.db_table
@@ -128,7 +128,6 @@ CLAIM = f"""
     ORDER BY claimed.priority DESC, claimed.run_after, claimed.id
 """
 ONE = "t.id = %(id)s"
-MANY = "t.id = ANY(%(ids)s::bigint[])"
 # ARRAY(...), not IN (...): PostgreSQL may run an IN subquery again for each row the UPDATE
 # looks at, and with SKIP LOCKED each run finds the rows claimed so far no longer ready and
 # locks the next ones, so LIMIT bounds each run, not the claim (a batch of one took every
@@ -146,12 +145,6 @@ def claim(
     is its operation's (``lease_seconds`` overrides it: tools and tests)."""
     claimed = _claim(ONE, {"id": task_id}, worker, queue, lease_seconds, now)
     return claimed[0] if claimed else None
-
-
-def claim_these(task_ids: list[int], *, worker: str, queue: str = "", now: datetime | None = None) -> list[Claim]:
-    """Claim these tasks, those of them still ready (a follow-up a worker keeps for itself:
-    another worker may have taken it meanwhile)."""
-    return _claim(MANY, {"ids": int_array(task_ids)}, worker, queue, None, now)
 
 
 def claim_batch(
@@ -313,7 +306,7 @@ class Completion:
     """What a completion wrote that its caller acts on after the commit."""
 
     woken: list[str]  # agents with new tasks that need a wake-up
-    kept: list[tuple[int, str]]  # (id, agent) of the new tasks the caller means to claim itself
+    kept: list[Claim]  # the new tasks it claimed for the caller to run itself
 
 
 def complete(
@@ -327,15 +320,19 @@ def complete(
     inlined: dict | None = None,
     keep: Collection[str] = (),
     keep_at_most: int = 1,
+    worker: str = "",
+    queue: str = "",
     now: datetime | None = None,
 ) -> Completion | None:
     """Mark the task succeeded, close its span, add its cost to the workflow's budget and
     write what it emitted (events, subscribers' tasks, inline steps), in the caller's
     transaction and in one statement. Returns the agents that got new tasks (to wake after
-    the commit) and, kept apart, up to ``keep_at_most`` new tasks of the agents in ``keep``
-    (the caller claims and runs them itself, so they wake nobody; the highest priority, then
-    the first), or None when fenced out: then nothing was written, and the caller rolls back."""
-    sql, params = completion_statement(
+    the commit) and the claims of up to ``keep_at_most`` new tasks of the agents in ``keep``
+    (in this workflow, the highest priority, then the first), written already claimed by
+    ``worker`` with their attempt's span and budget step, for the caller to run next; or None
+    when fenced out: then nothing was written, and the caller rolls back."""
+    now = now or timezone.now()
+    sql, params, kept_rows = completion_statement(
         task_id,
         fence,
         result=result,
@@ -345,14 +342,19 @@ def complete(
         inlined=inlined,
         keep=keep,
         keep_at_most=keep_at_most,
-        now=now or timezone.now(),
+        worker=worker,
+        queue=queue,
+        now=now,
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        done, woken, kept_ids, kept_agents = cursor.fetchone()
+        done, woken, kept_ids, kept_keys, budget, stopped = cursor.fetchone()
     if not done:
         return None
-    return Completion(list(woken), list(zip(kept_ids, kept_agents, strict=True)))
+    ids = dict(zip(kept_keys, kept_ids, strict=True))
+    return Completion(
+        list(woken), [_kept_claim(row, ids[row["idempotency_key"]], budget, stopped) for row in kept_rows]
+    )
 
 
 def completion_statement(
@@ -366,49 +368,144 @@ def completion_statement(
     inlined: dict | None,
     keep: Collection[str],
     keep_at_most: int,
+    worker: str = "",
+    queue: str = "",
     now: datetime,
-) -> tuple[str, dict[str, Any]]:
-    """complete's one statement and its parameters. Its text is the same for every completion
-    and it takes at most 50 parameters in under 4 KiB, so psycopg converts it once per process
-    and caches it (MAX_CACHED_STATEMENT_PARAMS, MAX_CACHED_STATEMENT_LENGTH): past either limit
-    it parsed the whole statement again on every completion (tests/orchestration/test_lifecycle.py)."""
-    ctes, params = outbox_statement(outbox, inlined=inlined)
+) -> tuple[str, dict[str, Any], list[dict]]:
+    """complete's one statement, its parameters and the rows of the tasks it writes claimed.
+    Its text is the same for every completion and it takes at most 50 parameters in under 4 KiB,
+    so psycopg converts it once per process and caches it (MAX_CACHED_STATEMENT_PARAMS,
+    MAX_CACHED_STATEMENT_LENGTH): past either limit it parsed the whole statement again on
+    every completion (tests/orchestration/test_lifecycle.py)."""
+    from orchestration.limits.budgets import default_caps, default_spend_caps
+
+    keeping = None
+    if keep and keep_at_most > 0:
+        keeping = Keeping(
+            keep,
+            keep_at_most,
+            worker,
+            queue,
+            workflow_id,
+            now,
+            registry_leases(),
+            kernel_settings().default_lease_seconds,
+        )
+    ctes, params, kept_rows = outbox_statement(outbox, inlined=inlined, keeping=keeping)
+    uncounted = set(uncounted_operations()) if kept_rows else set()
+    kept_steps = sum(f"{row['agent']}.{row['operation']}" not in uncounted for row in kept_rows)
+    max_steps, max_cost = default_caps()
+    max_tokens, max_money = default_spend_caps()
     params |= {
-        "inline_steps": outbox.counted_steps,
+        "steps": outbox.counted_steps + kept_steps,
         "id": task_id,
         "fence": fence,
         "result": json.dumps(result),
         "cost": Decimal(str(cost)),
         "workflow": workflow_id,
-        "keep": text_array(keep),
-        "keep_at_most": keep_at_most,
+        "max_steps": max_steps,
+        "max_cost": max_cost,
+        "max_tokens": max_tokens,
+        "max_money": max_money,
         "now": now,
     }
+    # The budget step of a kept task is counted here, as a claim counts it (an upsert: a
+    # workflow's first counted step may be a kept task), and the budget it returns is the
+    # kept tasks' to check before they run.
     sql = f"""
         WITH done AS (
             UPDATE {TABLE} SET status = 'succeeded', result = %(result)s::jsonb, cost = cost + %(cost)s,
                 lease_expires_at = NULL, finished_at = %(now)s, updated_at = %(now)s
             WHERE id = %(id)s AND status = 'claimed' AND fence = %(fence)s
-            RETURNING id
+            RETURNING id, correlation_id
         ),
         closed AS (
             UPDATE {ATTEMPTS} SET status = 'succeeded', finished_at = %(now)s
             WHERE task_id = %(id)s AND fence = %(fence)s AND status = 'running' AND EXISTS (SELECT FROM done)
         ),
         spent AS (
-            UPDATE {BUDGETS} SET cost = cost + %(cost)s, steps = steps + %(inline_steps)s
-            WHERE workflow_id = %(workflow)s AND (%(cost)s > 0 OR %(inline_steps)s > 0) AND EXISTS (SELECT FROM done)
+            INSERT INTO {BUDGETS} AS b (workflow_id, correlation_id, steps, cost, tokens, money, max_steps, max_cost,
+                exceeded_reason, created_at)
+            SELECT %(workflow)s, done.correlation_id, %(steps)s, %(cost)s, 0, 0, %(max_steps)s, %(max_cost)s, '',
+                %(now)s
+            FROM done WHERE %(cost)s > 0 OR %(steps)s > 0
+            ON CONFLICT (workflow_id) DO UPDATE SET cost = b.cost + excluded.cost, steps = b.steps + excluded.steps
+            RETURNING array[b.steps, b.max_steps, b.cost, b.max_cost, b.tokens, coalesce(b.max_tokens, %(max_tokens)s),
+                b.money, coalesce(b.max_money, %(max_money)s)] AS figures, b.exceeded_at IS NOT NULL AS stopped
         ),
-        {ctes},
-        kept AS (
-            SELECT id, agent FROM tk WHERE agent = ANY(%(keep)s::text[])
-            ORDER BY priority DESC, id LIMIT %(keep_at_most)s
-        )
-        SELECT EXISTS (SELECT FROM done),
-            array(SELECT DISTINCT agent FROM tk WHERE id NOT IN (SELECT id FROM kept)),
-            array(SELECT id FROM kept), array(SELECT agent FROM kept)
+        {ctes}
+        SELECT EXISTS (SELECT FROM done), array(SELECT agent FROM woken),
+            array(SELECT id FROM tk WHERE status = 'claimed'),
+            array(SELECT idempotency_key FROM tk WHERE status = 'claimed'),
+            (SELECT figures FROM spent), (SELECT stopped FROM spent)
     """
-    return sql, params
+    # Without its indentation the text stays under psycopg's 4 KiB (no literal in it holds
+    # two spaces or a line break).
+    return " ".join(sql.split()), params, kept_rows
+
+
+def _kept_claim(row: dict, task_id: int, budget: list | None, stopped: bool | None) -> Claim:
+    """The claim of a task the completion wrote claimed, from the row it wrote (read back, it
+    would be the same)."""
+    values = {
+        **{column: row.get(column) for column in _KEPT_COLUMNS},
+        "id": task_id,
+        "payload": json.loads(json.dumps(row["payload"])),  # as the database holds it
+        "reclaims": 0,
+        "run_after": row["created_at"],
+        "last_error": "",
+        "cost": Decimal(0),
+        "dispatched_at": row["created_at"],
+        "updated_at": row["created_at"],
+        "checkpoint": None,
+        "result": None,
+        "finished_at": None,
+    }
+    for column in (
+        "created_at",
+        "expires_at",
+        "lease_expires_at",
+        "heartbeat_at",
+        "run_after",
+        "dispatched_at",
+        "updated_at",
+    ):
+        if values[column] is not None:
+            values[column] = datetime.fromisoformat(values[column])
+    task = AgentTask.from_db(connection.alias, _TASK_ATTNAMES, [values[column] for column, _ in _TASK_FIELDS])
+    counted = budget is not None and f"{task.agent}.{task.operation}" not in uncounted_operations()
+    lease = int((task.lease_expires_at - task.heartbeat_at).total_seconds())
+    if not counted or budget is None:
+        return Claim(task, lease, None)
+    steps, max_steps, spent, max_cost, tokens, max_tokens, money, max_money = budget
+    return Claim(
+        task,
+        lease,
+        Budget(int(steps), int(max_steps), spent, max_cost, bool(stopped), int(tokens), max_tokens, money, max_money),
+    )
+
+
+# The columns of a kept task's row that keep() and _rows() wrote (events.py), by name.
+_KEPT_COLUMNS = [
+    "agent",
+    "operation",
+    "event_type",
+    "payload_version",
+    "priority",
+    "max_attempts",
+    "expires_at",
+    "idempotency_key",
+    "workflow_id",
+    "correlation_id",
+    "parent_id",
+    "created_at",
+    "status",
+    "attempts",
+    "fence",
+    "claimed_by",
+    "lease_expires_at",
+    "heartbeat_at",
+]
 
 
 @dataclass(frozen=True)

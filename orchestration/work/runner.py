@@ -119,10 +119,11 @@ def run_batch(claims: list[lifecycle.Claim], agents: list[str], *, worker: str, 
     this eager activity execution). Any others are announced as usual. Keeping them all runs
     them one after the other where idle processes might have run them side by side, and it
     measured faster all the same: a wake-up costs more than that parallelism buys. A kept task is
-    claimed like any other (fence, lease, attempt, budget step); a worker that dies before
-    claiming it leaves it pending for the re-publish sweep. Once the drain is out of time,
-    nothing is kept. A follow-up runs before the rest of its batch, whose claims keep their
-    leases meanwhile."""
+    written claimed by the completion that creates it, with what a claim gives (fence, lease,
+    attempt span, budget step), so it costs no claim of its own; a worker that dies before
+    running it leaves its lease to run out, and the lease sweep gives it to another. Once the
+    drain is out of time, nothing is kept. A follow-up runs before the rest of its batch, whose
+    claims keep their leases meanwhile."""
     config = kernel_settings()
     ran = 0
     queued = deque(claims)
@@ -131,27 +132,14 @@ def run_batch(claims: list[lifecycle.Claim], agents: list[str], *, worker: str, 
             claim = queued.popleft()
             waiting.starting(claim)
             keep_claim_fresh(claim)
-            kept: list[tuple[int, str]] = []
+            kept: list[lifecycle.Claim] = []
             eager = agents if config.eager_follow_ups and time.monotonic() < until else []
             run_claimed(claim, worker=worker, queue=queue, keep=eager, keep_at_most=config.eager_follow_ups, kept=kept)
             ran += 1
             if kept:
-                follow_ups = claim_follow_ups(kept, worker=worker, queue=queue)
-                waiting.add(follow_ups)
-                queued.extendleft(reversed(follow_ups))
+                waiting.add(kept)
+                queued.extendleft(reversed(kept))
     return ran
-
-
-def claim_follow_ups(kept: list[tuple[int, str]], *, worker: str, queue: str) -> list[lifecycle.Claim]:
-    """Claim the follow-up a completion kept for this process; if the database will not have
-    it, announce it after all, so it waits for nobody's sweep."""
-    try:
-        return lifecycle.claim_these([task_id for task_id, _agent in kept], worker=worker, queue=queue)
-    except Exception:
-        logger.warning("could not claim follow-up tasks %s; waking their agents instead", kept, exc_info=True)
-        for agent in sorted({agent for _task_id, agent in kept}):
-            dispatch.wake_queue(dispatch.queue_for(agent))
-        return []
 
 
 def agents_served(queue: str) -> list[str]:
@@ -178,11 +166,12 @@ def run_claimed(
     queue: str = "",
     keep: Collection[str] = (),
     keep_at_most: int = 1,
-    kept: list[tuple[int, str]] | None = None,
+    kept: list[lifecycle.Claim] | None = None,
 ) -> RunOutcome:
     """Run a task we hold: its guards, its outside call, its handler and completion. Up to
-    ``keep_at_most`` new tasks of the agents in ``keep`` wake nobody: once committed they are
-    added to ``kept`` (id, agent), for the caller to claim and run (run_batch)."""
+    ``keep_at_most`` new tasks of the agents in ``keep`` wake nobody: the completion writes
+    them claimed by ``worker``, and once committed their claims are added to ``kept``, for the
+    caller to run (run_batch)."""
     claimed = claim.task
     claimed_at = time.monotonic()
     bind_log_context(
@@ -228,12 +217,14 @@ def run_claimed(
                 inlined=inlined,
                 keep=keep,
                 keep_at_most=keep_at_most,
+                worker=worker,
+                queue=queue,
             )
             if completion is None:
                 raise LeaseLost(f"task {claimed.pk}: fenced out at completion (fence {claimed.fence})")
             dispatch.wake_on_commit(completion.woken)
         if kept is not None:
-            kept.extend(completion.kept)  # committed: theirs to claim now
+            kept.extend(completion.kept)  # committed: ours to run next
         dependency_answered = True
         observe_inline_steps(context.outbox.inline)
     except LeaseLost as error:

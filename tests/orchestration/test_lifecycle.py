@@ -120,6 +120,52 @@ def test_a_worker_whose_lease_was_reclaimed_cannot_complete():
     assert spans == {1: AttemptStatus.FENCED_OUT, 2: AttemptStatus.SUCCEEDED}
 
 
+def test_a_follow_up_kept_by_the_completing_worker_is_written_claimed_with_its_span_and_step():
+    task, _ = enqueue("testkit", "record", {"key": "keeper", "emit": True}, idempotency_key="keeper")
+    claim = lifecycle.claim(task.pk, worker="w1", queue="agent.testkit")
+    kept: list[lifecycle.Claim] = []
+
+    outcome = runner.run_claimed(claim, worker="w1", queue="agent.testkit", keep=["listener"], kept=kept)
+
+    # The listener's task was written claimed by w1, as a claim would have left it, in the
+    # completion's statement: its first attempt open, its budget step counted with it.
+    assert outcome == "succeeded" and len(kept) == 1
+    follow_up = AgentTask.objects.get(pk=kept[0].task.pk)
+    assert (follow_up.agent, follow_up.operation, follow_up.status) == ("listener", "hear", TaskStatus.CLAIMED)
+    assert (follow_up.fence, follow_up.attempts, follow_up.claimed_by) == (1, 1, "w1")
+    assert follow_up.lease_expires_at > timezone.now()
+    span = TaskAttempt.objects.get(task=follow_up)
+    assert (span.number, span.fence, span.status, span.worker, span.queue) == (
+        1,
+        1,
+        AttemptStatus.RUNNING,
+        "w1",
+        "agent.testkit",
+    )
+    assert WorkflowBudget.objects.get(workflow_id=task.workflow_id).steps == 2
+    assert kept[0].budget is not None and kept[0].budget.steps == 2
+    # The claim in hand is the row's: running it completes it under its fence.
+    for name in ("id", "payload", "fence", "lease_expires_at", "workflow_id", "idempotency_key"):
+        assert getattr(kept[0].task, name) == getattr(follow_up, name), name
+    assert runner.run_claimed(kept[0], worker="w1", queue="agent.testkit") == "succeeded"
+    follow_up.refresh_from_db()
+    assert follow_up.status == TaskStatus.SUCCEEDED
+
+
+def test_a_kept_follow_up_whose_worker_dies_before_running_it_is_reclaimed_when_its_lease_ends():
+    task, _ = enqueue("testkit", "record", {"key": "orphan", "emit": True}, idempotency_key="orphan")
+    kept: list[lifecycle.Claim] = []
+    runner.run_claimed(lifecycle.claim(task.pk, worker="w1"), worker="w1", keep=["listener"], kept=kept)
+    # w1 dies here, its follow-up claimed and never run.
+
+    with time_machine.travel(kept[0].task.lease_expires_at + timedelta(seconds=1)):
+        assert sweeps.reclaim_expired_leases() == 1
+        follow_up = AgentTask.objects.get(pk=kept[0].task.pk)
+        assert follow_up.status == TaskStatus.PENDING
+        assert runner.run_task(follow_up.pk, worker="w2") == "succeeded"
+    assert AgentTask.objects.get(pk=follow_up.pk).fence == 2
+
+
 def test_a_retry_waits_for_run_after():
     task, _ = enqueue("testkit", "record", {"key": "backoff", "fail_times": 1}, idempotency_key="backoff")
 
@@ -336,7 +382,7 @@ def test_the_completion_statement_is_converted_once_per_process():
     enqueue("testkit", "record", {"key": "converted"}, idempotency_key="converted")
     task = AgentTask.objects.get(idempotency_key="converted")
     claim = lifecycle.claim(task.pk, worker="w1")
-    sql, params = lifecycle.completion_statement(
+    sql, params, _kept = lifecycle.completion_statement(
         task.pk,
         claim.fence,
         result=None,
