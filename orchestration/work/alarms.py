@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
+
+from orchestration.work.perprocess import PerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +58,4 @@ class _Alarms:
                 self._changed.wait(None if soonest is None else self._wakes_at - now)
 
 
-_alarms: _Alarms | None = None
-_alarms_pid: int | None = None
-_alarms_lock = threading.Lock()
-
-
-def alarms() -> _Alarms:
-    global _alarms, _alarms_pid
-    with _alarms_lock:
-        if _alarms is None or _alarms_pid != os.getpid():  # a forked child needs its own thread
-            _alarms = _Alarms()
-            _alarms_pid = os.getpid()
-        return _alarms
+alarms = PerProcess(_Alarms)

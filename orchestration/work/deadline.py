@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import _signal
 import ctypes
-import os
 import signal
 import threading
 import time
@@ -38,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from orchestration.errors import LeaseExpired, RuntimeCeilingReached
+from orchestration.work.perprocess import PerProcess
 
 
 class Deadline:
@@ -162,15 +162,4 @@ def _raise_in_thread(ident: int, error: type[BaseException] | None) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(error) if error else None)
 
 
-_watchdog: _Watchdog | None = None
-_watchdog_pid: int | None = None
-_watchdog_lock = threading.Lock()
-
-
-def watchdog() -> _Watchdog:
-    global _watchdog, _watchdog_pid
-    with _watchdog_lock:
-        if _watchdog is None or _watchdog_pid != os.getpid():  # a forked child needs its own thread
-            _watchdog = _Watchdog()
-            _watchdog_pid = os.getpid()
-        return _watchdog
+watchdog = PerProcess(_Watchdog)
