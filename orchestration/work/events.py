@@ -125,10 +125,11 @@ def outbox_statement(
     outbox: Outbox, *, inlined: dict[int, list[Route]] | None = None, keeping: Keeping | None = None
 ) -> tuple[str, dict, list[dict]]:
     """The CTEs that write an outbox, their parameters (one JSON document of rows per table,
-    keyed by column: psycopg adapts Python lists slowly, arrays.py), and the rows of the tasks written claimed
-    for ``keeping``. The statement's last CTE, `woken`, lists the agents that got a new pending
-    task (each needs a wake-up after the commit). The budget steps of inline runs and kept tasks
-    are the completion's to count (lifecycle.complete): one statement may update a row only once."""
+    keyed by column: psycopg adapts Python lists slowly, arrays.py), and the rows of the tasks
+    written claimed for ``keeping``. The statement's last CTE, `woken`, lists the agents that got
+    a new pending task (each needs a wake-up after the commit). The budget steps of inline runs
+    and kept tasks are the completion's to count (lifecycle.complete): one statement may update
+    a row only once."""
     inlined = inlined or {}
     events, tasks, inline = _rows(outbox, inlined, kernel_settings().default_max_attempts)
     kept = keep(tasks, keeping) if keeping else []

@@ -332,7 +332,7 @@ def complete(
     ``worker`` with their attempt's span and budget step, for the caller to run next; or None
     when fenced out: then nothing was written, and the caller rolls back."""
     now = now or timezone.now()
-    sql, params, kept_rows = completion_statement(
+    sql, params, kept = completion_statement(
         task_id,
         fence,
         result=result,
@@ -348,12 +348,17 @@ def complete(
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        done, woken, kept_ids, kept_keys, budget, stopped = cursor.fetchone()
+        done, woken, kept_ids, kept_keys, figures, stopped = cursor.fetchone()
     if not done:
         return None
     ids = dict(zip(kept_keys, kept_ids, strict=True))
+    budget = None
+    if figures is not None:
+        steps, max_steps, spent, max_cost, tokens, max_tokens, money, max_money = figures
+        budget = Budget(int(steps), int(max_steps), spent, max_cost, stopped, int(tokens), max_tokens, money, max_money)
     return Completion(
-        list(woken), [_kept_claim(row, ids[row["idempotency_key"]], budget, stopped) for row in kept_rows]
+        list(woken),
+        [_kept_claim(row, ids[row["idempotency_key"]], budget if counted else None) for row, counted in kept],
     )
 
 
@@ -371,8 +376,9 @@ def completion_statement(
     worker: str = "",
     queue: str = "",
     now: datetime,
-) -> tuple[str, dict[str, Any], list[dict]]:
-    """complete's one statement, its parameters and the rows of the tasks it writes claimed.
+) -> tuple[str, dict[str, Any], list[tuple[dict, bool]]]:
+    """complete's one statement, its parameters and the rows of the tasks it writes claimed,
+    each with whether it counts a budget step (compensations do not).
     Its text is the same for every completion and it takes at most 50 parameters in under 4 KiB,
     so psycopg converts it once per process and caches it (MAX_CACHED_STATEMENT_PARAMS,
     MAX_CACHED_STATEMENT_LENGTH): past either limit it parsed the whole statement again on
@@ -393,11 +399,11 @@ def completion_statement(
         )
     ctes, params, kept_rows = outbox_statement(outbox, inlined=inlined, keeping=keeping)
     uncounted = set(uncounted_operations()) if kept_rows else set()
-    kept_steps = sum(f"{row['agent']}.{row['operation']}" not in uncounted for row in kept_rows)
+    kept = [(row, f"{row['agent']}.{row['operation']}" not in uncounted) for row in kept_rows]
     max_steps, max_cost = default_caps()
     max_tokens, max_money = default_spend_caps()
     params |= {
-        "steps": outbox.counted_steps + kept_steps,
+        "steps": outbox.counted_steps + sum(counted for _, counted in kept),
         "id": task_id,
         "fence": fence,
         "result": json.dumps(result),
@@ -441,71 +447,34 @@ def completion_statement(
     """
     # Without its indentation the text stays under psycopg's 4 KiB (no literal in it holds
     # two spaces or a line break).
-    return " ".join(sql.split()), params, kept_rows
+    return " ".join(sql.split()), params, kept
 
 
-def _kept_claim(row: dict, task_id: int, budget: list | None, stopped: bool | None) -> Claim:
-    """The claim of a task the completion wrote claimed, from the row it wrote (read back, it
-    would be the same)."""
+def _kept_claim(row: dict, task_id: int, budget: Budget | None) -> Claim:
+    """The claim of a task the completion wrote claimed, built from the row it wrote (keyed by
+    column, events.keep): read back, it would be the same."""
+    at = datetime.fromisoformat(row["created_at"])
     values = {
-        **{column: row.get(column) for column in _KEPT_COLUMNS},
+        **row,
         "id": task_id,
         "payload": json.loads(json.dumps(row["payload"])),  # as the database holds it
+        "created_at": at,
+        "expires_at": datetime.fromisoformat(row["expires_at"]) if row["expires_at"] else None,
+        "lease_expires_at": datetime.fromisoformat(row["lease_expires_at"]),
+        "heartbeat_at": datetime.fromisoformat(row["heartbeat_at"]),
         "reclaims": 0,
-        "run_after": row["created_at"],
+        "run_after": at,
         "last_error": "",
         "cost": Decimal(0),
-        "dispatched_at": row["created_at"],
-        "updated_at": row["created_at"],
+        "dispatched_at": at,
+        "updated_at": at,
         "checkpoint": None,
         "result": None,
         "finished_at": None,
     }
-    for column in (
-        "created_at",
-        "expires_at",
-        "lease_expires_at",
-        "heartbeat_at",
-        "run_after",
-        "dispatched_at",
-        "updated_at",
-    ):
-        if values[column] is not None:
-            values[column] = datetime.fromisoformat(values[column])
     task = AgentTask.from_db(connection.alias, _TASK_ATTNAMES, [values[column] for column, _ in _TASK_FIELDS])
-    counted = budget is not None and f"{task.agent}.{task.operation}" not in uncounted_operations()
     lease = int((task.lease_expires_at - task.heartbeat_at).total_seconds())
-    if not counted or budget is None:
-        return Claim(task, lease, None)
-    steps, max_steps, spent, max_cost, tokens, max_tokens, money, max_money = budget
-    return Claim(
-        task,
-        lease,
-        Budget(int(steps), int(max_steps), spent, max_cost, bool(stopped), int(tokens), max_tokens, money, max_money),
-    )
-
-
-# The columns of a kept task's row that keep() and _rows() wrote (events.py), by name.
-_KEPT_COLUMNS = [
-    "agent",
-    "operation",
-    "event_type",
-    "payload_version",
-    "priority",
-    "max_attempts",
-    "expires_at",
-    "idempotency_key",
-    "workflow_id",
-    "correlation_id",
-    "parent_id",
-    "created_at",
-    "status",
-    "attempts",
-    "fence",
-    "claimed_by",
-    "lease_expires_at",
-    "heartbeat_at",
-]
+    return Claim(task, lease, budget)
 
 
 @dataclass(frozen=True)
