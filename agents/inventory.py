@@ -52,8 +52,10 @@ definition = register(
             # cancelled, as running out of stock does, instead of leaving it CREATED.
             Operation("reserve_stock", reserve_stock, dead_event="inventory.failed"),
             # Outside the budget, like a compensation: it books a sale the charge already made,
-            # so an order stopped after it shipped still has its stock counted as sold.
-            Operation("commit_stock", commit_stock, compensation=True),
+            # so an order stopped after it shipped still has its stock counted as sold. Inline:
+            # in the transaction that confirms the payment, so the stock is sold the moment the
+            # money is, and the order pays for no task, claim and commit of its own to book it.
+            Operation("commit_stock", commit_stock, compensation=True, inline=True),
             Operation("release_stock", release_stock, compensation=True),
             Operation("expire_reservation", expire_reservation),
             # Inline: in the transaction that puts the order in review, so the reservation expiry

@@ -29,8 +29,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BUDGET = {
     "place_order": 6,
     "inventory.reserve_stock": 8,
-    "payment.charge": 9,
-    "inventory.commit_stock": 5,
+    "payment.charge": 10,
     "notification.notify": 6,
     "fulfillment.ship": 8,
 }
@@ -79,6 +78,12 @@ def test_a_happy_order_stays_within_its_statement_budget(redis_client):
     # No hop of its own for the coordinator: its steps ran inline and were recorded as done.
     advances = AgentTask.objects.filter(workflow_id=order.workflow_id, agent="order")
     assert advances.count() == 3 and set(advances.values_list("status", flat=True)) == {TaskStatus.SUCCEEDED}
+    # Nor for booking the sale: it ran inline with the payment's confirmation.
+    sale = AgentTask.objects.get(workflow_id=order.workflow_id, operation="commit_stock")
+    confirmed_by = AgentTask.objects.get(pk=sale.parent_id)  # the advance that heard payment.charged
+    charge = AgentTask.objects.get(pk=confirmed_by.parent_id)
+    assert (sale.status, confirmed_by.operation, charge.operation) == (TaskStatus.SUCCEEDED, "advance", "charge")
+    assert sorted(Product.objects.values_list("sku", "sold", "reserved")) == [("INK", 1, 0), ("PEN", 2, 0)]
 
 
 def test_the_statements_an_order_repeats_are_planned_once_per_connection(redis_client):
