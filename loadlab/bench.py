@@ -48,6 +48,7 @@ class Throughput:
     latencies: Latencies
     traffic: Traffic = field(default_factory=Traffic)
     cpu: CpuSeconds = field(default_factory=CpuSeconds)  # milliseconds per order, by process kind
+    stolen: float | None = None  # the share of the machine's CPU time the host took (CpuMeter)
 
     @property
     def per_second(self) -> float:
@@ -67,13 +68,19 @@ def combined(phases: list[Throughput]) -> Throughput:
     def merged(kind: type, part: Callable[[Throughput], object]):
         return kind(*(per_order([getattr(part(phase), f.name) for phase in phases]) for f in fields(kind)))
 
+    seconds = sum(phase.seconds for phase in phases)
+    shares = [(phase.stolen, phase.seconds) for phase in phases if phase.stolen is not None]
+    stolen = (
+        sum(share * length for share, length in shares) / seconds if seconds and len(shares) == len(phases) else None
+    )
     return Throughput(
         phases[0].name,
         orders,
-        sum(phase.seconds for phase in phases),
+        seconds,
         Latencies(sorted(sample for phase in phases for sample in phase.latencies.samples)),
         merged(Traffic, lambda phase: phase.traffic),
         merged(CpuSeconds, lambda phase: phase.cpu),
+        stolen,
     )
 
 
@@ -136,11 +143,24 @@ def through_the_system(spec: LoadSpec, run: str, out: Callable[[str], None], nam
     generator CPU on the cores being measured."""
     placed: list[int] = []
     meter = CpuMeter()
+
+    def measured(fleet: Fleet, _progress) -> Callable[[bool], None]:
+        meter.started(fleet)
+
+        def ended(_completed: bool) -> None:
+            # The notifications that trail an order's last state change are its work too: the
+            # chain's figures end with its last task, so these do.
+            workload.wait_until_quiet(timeout=spec.timeout)
+            meter.ended(fleet)
+
+        return ended
+
     with traffic_of(lambda: len(placed)) as traffic:
-        result = run_load(spec, run=f"{run}-{name}", progress=False, out=out, during=meter.during, watch_memory=False)
+        result = run_load(spec, run=f"{run}-{name}", progress=False, out=out, during=measured, watch_memory=False)
         placed = result.order_ids
     cpu = meter.used.per_order_ms(result.placed)
-    return Throughput(name, result.placed, result.seconds, last_task_latencies(result.order_ids), traffic, cpu)
+    latencies = last_task_latencies(result.order_ids)
+    return Throughput(name, result.placed, result.seconds, latencies, traffic, cpu, meter.stolen)
 
 
 def last_task_latencies(order_ids: list[int]) -> Latencies:
@@ -179,7 +199,7 @@ def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]
     try:
         meter.started(fleet)
         with traffic_of(lambda: spec.orders) as traffic:
-            started = time.monotonic()
+            started, started_wall = time.monotonic(), time.time()
             for index, customer, items in workload.order_stream(spec.orders, catalogue, NO_FAILURES, spec.seed):
                 ref = f"{run}-{index}"
                 prices = {product.sku: product.price for product in catalogue}
@@ -189,14 +209,17 @@ def through_the_naive_chain(spec: LoadSpec, run: str, out: Callable[[str], None]
             key = naive.finished_key(run)
             while redis_client().hlen(key) < spec.orders and time.monotonic() - started < spec.timeout:
                 time.sleep(0.2)
-            seconds = time.monotonic() - started
             finished = redis_client().hgetall(key)
         meter.ended(fleet)
     finally:
         fleet.stop()
-    latencies = sorted(float(value.split()[0]) - started_at[ref] for ref, value in finished.items())
+    ended_at = {ref: float(value.split()[0]) for ref, value in finished.items()}
+    # From the first order sent to the last one's last task, as the system's is measured (not
+    # to the poll above that saw it).
+    seconds = max(ended_at.values()) - started_wall if ended_at else time.monotonic() - started
+    latencies = sorted(ended_at[ref] - started_at[ref] for ref in ended_at)
     cpu = meter.used.per_order_ms(len(finished))
-    return Throughput("naive chain", len(finished), seconds, Latencies(latencies), traffic, cpu)
+    return Throughput("naive chain", len(finished), seconds, Latencies(latencies), traffic, cpu, meter.stolen)
 
 
 def remove_naive_effects(run: str) -> None:

@@ -11,7 +11,6 @@ in its postmaster's children's time.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -85,21 +84,38 @@ def sample(fleet: Fleet) -> CpuSeconds:
     )
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """(stolen, all) clock ticks of this machine's CPUs since it booted (/proc/stat): stolen is
+    the time a virtual machine's CPUs were ready to run but the host ran another guest. None
+    where the kernel does not say."""
+    try:
+        columns = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    # cpu user nice system idle iowait irq softirq steal [guest guest_nice: within user]
+    if columns[:1] != ["cpu"] or len(columns) < 9:
+        return None
+    ticks = [int(value) for value in columns[1:9]]
+    return ticks[7], sum(ticks)
+
+
 class CpuMeter:
-    """Reads a fleet's phase: ``started`` once it is up, ``ended`` before it stops; ``during``
-    fits run_load's hook for trouble, which is called at exactly those two moments."""
+    """Reads a fleet's phase: ``started`` once it is up, ``ended`` before it stops. ``stolen``
+    is the share of the machine's CPU time the host gave to other guests meanwhile: on a shared
+    machine, the noise that moves orders/s and latencies while CPU per order stays put."""
 
     def __init__(self) -> None:
         self.before: CpuSeconds | None = None
+        self.machine_before: tuple[int, int] | None = None
         self.used = CpuSeconds()
+        self.stolen: float | None = None
 
     def started(self, fleet: Fleet) -> None:
-        self.before = sample(fleet)
+        self.before, self.machine_before = sample(fleet), machine_ticks()
 
     def ended(self, fleet: Fleet) -> None:
         if self.before is not None:
             self.used = sample(fleet) - self.before
-
-    def during(self, fleet: Fleet, _progress) -> Callable[[bool], None]:
-        self.started(fleet)
-        return lambda _completed: self.ended(fleet)
+        after = machine_ticks()
+        if self.machine_before is not None and after is not None and after[1] > self.machine_before[1]:
+            self.stolen = (after[0] - self.machine_before[0]) / (after[1] - self.machine_before[1])

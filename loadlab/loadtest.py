@@ -327,7 +327,7 @@ def run_load(
         # finished before the first look at the progress.
         bar.peak_in_flight = len(order_ids)
     stop_trouble = during(fleet, bar) if during else None
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     try:
         if not spec.place_first:
             workload.place_orders(
@@ -347,12 +347,13 @@ def run_load(
                 # Only orders waiting for an operator are left: approve them, as one would.
                 workload.through_restarts(lambda: workload.settle_reviews(order_ids, operator="loadtest"))
             time.sleep(0.2)
-        seconds = time.monotonic() - started
-        bar.refresh(force=True)
+        polled = time.monotonic() - started
+        finished = bar.refresh(force=True) == len(order_ids)
         if stop_trouble:
             stop_trouble(True)
             stop_trouble = None
         quiet = workload.through_restarts(lambda: workload.wait_until_quiet(timeout=180))
+        seconds = run_seconds(order_ids, started_at, polled) if finished and quiet else polled
     finally:
         if stop_trouble:
             stop_trouble(False)
@@ -360,6 +361,14 @@ def run_load(
         fleet.stop()
         connection.close()
     return measure(run, spec, order_ids, seconds, quiet, bar)
+
+
+def run_seconds(order_ids: list[int], started_at: float, polled: float) -> float:
+    """From the first placement to the end of the last order's last task, read from the rows:
+    the loop above sees the end only at its next look (every half second), and the tasks that
+    trail an order's last state change (its notifications) are the run's work too."""
+    last = workload.last_task_finished(order_ids)
+    return last - started_at if last else polled
 
 
 def measure(run: str, spec: LoadSpec, order_ids: list[int], seconds: float, quiet: bool, bar: Progress) -> LoadResult:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from django.db import InterfaceError, OperationalError, connection
-from django.db.models import Count, Q
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from agents.entrypoints import decide_review, place_order
@@ -142,6 +142,14 @@ def through_restarts(function: Callable[[], T], give_up_after: float = 120) -> T
 
 def terminal_count(order_ids: list[int]) -> int:
     return Order.objects.filter(pk__in=order_ids, state__in=TERMINAL_STATES).count()
+
+
+def last_task_finished(order_ids: list[int]) -> float | None:
+    """When the last task of these orders' workflows finished (seconds since the epoch, the
+    clock ``time.time()`` reads): a run's end, read from the rows rather than from a poll."""
+    orders = Order.objects.filter(pk__in=order_ids).values("workflow_id")
+    last = AgentTask.objects.filter(workflow_id__in=orders).aggregate(last=Max("finished_at"))["last"]
+    return last.timestamp() if last else None
 
 
 def waiting_for_review(order_ids: list[int]) -> list[int]:

@@ -155,6 +155,10 @@ def test_bench_prints_both_throughputs_their_ratio_and_the_full_table_latency(re
     ]
     by_cpu = re.search(r"^  by CPU per order, naive / system = (\d+\.\d\d)$", out, re.MULTILINE)
     assert by_cpu and abs(float(by_cpu[1]) - totals[1] / totals[0]) < 0.02, out
+    # How much of the machine the host gave other guests meanwhile: the noise, in numbers.
+    assert re.search(
+        r"^  taken by the host for other guests \(steal\): \d+\.\d% .* \d+\.\d% during the chain's$", out, re.M
+    ), out
     # The write-ahead log each phase made, per order: the system's durable rows against the
     # chain's one payment row and the simulated services' ledgers.
     wal = dict(re.findall(r"^  (system|naive chain) +.* ([\d.]+) KiB of WAL", out, re.MULTILINE))

@@ -98,6 +98,11 @@ class Command(BaseCommand):
         # the shared machine gets busier between the two phases than the orders/s one does.
         if system.cpu.total and chain.cpu.total:
             write(f"  by CPU per order, naive / system = {chain.cpu.total / system.cpu.total:.2f}")
+        if system.stolen is not None and chain.stolen is not None:
+            write(
+                f"  taken by the host for other guests (steal): {stolen(system)} of the machine's CPU time "
+                f"during the system's bursts, {stolen(chain)} during the chain's"
+            )
 
         if options["paced_orders"]:
             rate = system.per_second / 2
@@ -112,6 +117,8 @@ class Command(BaseCommand):
                 f"  p50 {1000 * paced.latencies.p(50):7.1f} ms   p95 {1000 * paced.latencies.p(95):7.1f} ms   "
                 f"p99 {1000 * paced.latencies.p(99):7.1f} ms   ({describe_traffic(paced.traffic)})"
             )
+            if paced.stolen is not None:
+                write(f"  taken by the host for other guests (steal): {stolen(paced)} of the machine's CPU time")
 
         tag = bench.new_tag()
         before_rows = bench.table_rows()
@@ -132,6 +139,10 @@ class Command(BaseCommand):
                 f"  {label:<6} {rows:>9,} rows   p50 {1000 * latencies.p(50):6.2f} ms   "
                 f"p95 {1000 * latencies.p(95):6.2f} ms   p99 {1000 * latencies.p(99):6.2f} ms"
             )
+
+
+def stolen(measured: bench.Throughput) -> str:
+    return f"{100 * (measured.stolen or 0):.1f}%"
 
 
 def describe_traffic(traffic: bench.Traffic) -> str:
