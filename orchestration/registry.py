@@ -85,11 +85,15 @@ class Registry:
     agents: dict[str, AgentDefinition] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+    # What every claim and completion reads off the operations, derived once per registration.
+    _leases: dict[str, int] | None = field(default=None, repr=False, compare=False)
+    _uncounted: list[str] | None = field(default=None, repr=False, compare=False)
 
     def register(self, definition: AgentDefinition) -> AgentDefinition:
         if definition.name in self.agents and self.agents[definition.name] is not definition:
             self.duplicates.append(definition.name)
         self.agents[definition.name] = definition
+        self._leases = self._uncounted = None
         return definition
 
     def subscribe(self, event_type: str, agent: str, operation: str) -> None:
@@ -114,6 +118,26 @@ class Registry:
         for definition in self.agents.values():
             for operation in definition.operations:
                 yield definition, operation
+
+    def leases(self) -> dict[str, int]:
+        """Each operation's declared lease, "agent.operation" -> seconds (others get the default)."""
+        if self._leases is None:
+            self._leases = {
+                f"{definition.name}.{operation.name}": operation.lease_seconds
+                for definition, operation in self.all_operations()
+                if operation.lease_seconds
+            }
+        return self._leases
+
+    def uncounted(self) -> list[str]:
+        """The operations that do not count against a workflow's budget (compensations)."""
+        if self._uncounted is None:
+            self._uncounted = [
+                f"{definition.name}.{operation.name}"
+                for definition, operation in self.all_operations()
+                if operation.compensation
+            ]
+        return self._uncounted
 
 
 registry = Registry()

@@ -22,7 +22,9 @@ from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from orchestration.conf import kernel_settings
+from orchestration.limits.budgets import default_caps, default_spend_caps
 from orchestration.models import AgentTask, AttemptStatus, TaskAttempt, TaskStatus, UsageRecord, WorkflowBudget
+from orchestration.registry import registry
 from orchestration.work.arrays import text_array
 from orchestration.work.dispatch import wake_on_commit
 from orchestration.work.events import Keeping, Outbox, emit_dead_event, outbox_statement
@@ -169,26 +171,19 @@ def _claim(
     lease_seconds: int | None,
     now: datetime | None,
 ) -> list[Claim]:
-    from orchestration.limits.budgets import default_caps, default_spend_caps
-
     now = now or timezone.now()
     config = kernel_settings()
-    leases = {} if lease_seconds else registry_leases()
+    leases = {} if lease_seconds else registry.leases()
     default_lease = lease_seconds or config.default_lease_seconds
-    max_steps, max_cost = default_caps()
-    max_tokens, max_money = default_spend_caps()
     params = {
         **params,
+        **_default_caps(),
         "worker": worker,
         "queue": queue,
         "now": now,
         "leases": json.dumps(leases),
         "default_lease": default_lease,
-        "max_steps": max_steps,
-        "max_cost": max_cost,
-        "max_tokens": max_tokens,
-        "max_money": max_money,
-        "uncounted": text_array(uncounted_operations()),
+        "uncounted": text_array(registry.uncounted()),
     }
     claims = []
     with connection.cursor() as cursor:
@@ -246,26 +241,11 @@ def _task_from(values: dict[str, Any]) -> AgentTask:
     return AgentTask.from_db(connection.alias, _TASK_ATTNAMES, converted)
 
 
-def registry_leases() -> dict[str, int]:
-    """Each operation's declared lease, "agent.operation" -> seconds (others get the default)."""
-    from orchestration.registry import registry
-
-    return {
-        f"{definition.name}.{operation.name}": operation.lease_seconds
-        for definition, operation in registry.all_operations()
-        if operation.lease_seconds
-    }
-
-
-def uncounted_operations() -> list[str]:
-    """The operations that do not count against a workflow's budget (compensations)."""
-    from orchestration.registry import registry
-
-    return [
-        f"{definition.name}.{operation.name}"
-        for definition, operation in registry.all_operations()
-        if operation.compensation
-    ]
+def _default_caps() -> dict[str, Any]:
+    """The caps a workflow's budget row gets when a claim or a completion creates it."""
+    max_steps, max_cost = default_caps()
+    max_tokens, max_money = default_spend_caps()
+    return {"max_steps": max_steps, "max_cost": max_cost, "max_tokens": max_tokens, "max_money": max_money}
 
 
 def _finish_attempt(task_id: int, fence: int, status: str, error: str = "", now: datetime | None = None) -> None:
@@ -383,8 +363,6 @@ def completion_statement(
     so psycopg converts it once per process and caches it (MAX_CACHED_STATEMENT_PARAMS,
     MAX_CACHED_STATEMENT_LENGTH): past either limit it parsed the whole statement again on
     every completion (tests/orchestration/test_lifecycle.py)."""
-    from orchestration.limits.budgets import default_caps, default_spend_caps
-
     keeping = None
     if keep and keep_at_most > 0:
         keeping = Keeping(
@@ -394,25 +372,20 @@ def completion_statement(
             queue,
             workflow_id,
             now,
-            registry_leases(),
+            registry.leases(),
             kernel_settings().default_lease_seconds,
         )
     ctes, params, kept_rows = outbox_statement(outbox, inlined=inlined, keeping=keeping)
-    uncounted = set(uncounted_operations()) if kept_rows else set()
+    uncounted = set(registry.uncounted()) if kept_rows else set()
     kept = [(row, f"{row['agent']}.{row['operation']}" not in uncounted) for row in kept_rows]
-    max_steps, max_cost = default_caps()
-    max_tokens, max_money = default_spend_caps()
     params |= {
+        **_default_caps(),
         "steps": outbox.counted_steps + sum(counted for _, counted in kept),
         "id": task_id,
         "fence": fence,
         "result": json.dumps(result),
         "cost": Decimal(str(cost)),
         "workflow": workflow_id,
-        "max_steps": max_steps,
-        "max_cost": max_cost,
-        "max_tokens": max_tokens,
-        "max_money": max_money,
         "now": now,
     }
     # The budget step of a kept task is counted here, as a claim counts it (an upsert: a
@@ -596,7 +569,7 @@ def _uncount_step(task_id: int) -> None:
             FROM {TABLE} AS t
             WHERE t.id = %(id)s AND b.workflow_id = t.workflow_id
                 AND NOT (t.agent || '.' || t.operation = ANY(%(uncounted)s::text[]))""",
-            {"id": task_id, "uncounted": text_array(uncounted_operations())},
+            {"id": task_id, "uncounted": text_array(registry.uncounted())},
         )
 
 

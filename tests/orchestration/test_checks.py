@@ -112,3 +112,17 @@ def test_a_maximum_lease_above_the_ceiling_on_one_attempt_is_refused():
             "the ceiling on one attempt",
         )
     ]
+
+
+def test_the_leases_and_compensations_claims_read_follow_every_registration():
+    reg = Registry()
+    reg.register(
+        AgentDefinition(name="alpha", responsibility="Does.", operations=(Operation("slow", noop, lease_seconds=90),))
+    )
+    assert (reg.leases(), reg.uncounted()) == ({"alpha.slow": 90}, [])
+
+    reg.register(
+        AgentDefinition(name="beta", responsibility="Undoes.", operations=(Operation("undo", noop, compensation=True),))
+    )
+
+    assert (reg.leases(), reg.uncounted()) == ({"alpha.slow": 90}, ["beta.undo"])
